@@ -1,0 +1,33 @@
+"""Shared fixtures: real MNIST from the shared folder, one evaluator cache per checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Tests and CI read the offline copy beside the checkout unless told otherwise.
+os.environ.setdefault("GAN_STUDY_DATA", str(REPO.parent / "shared" / "datasets"))
+# The evaluator is trained once and cached here; subprocesses of the CLI tests inherit it.
+os.environ.setdefault("GAN_STUDY_CACHE", str(REPO / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return Path(os.environ["GAN_STUDY_DATA"])
+
+
+@pytest.fixture(scope="session")
+def mnist_train():
+    from gan.data import load_mnist
+
+    return load_mnist(train=True)
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from gan.data import load_mnist
+
+    return load_mnist(train=False)
