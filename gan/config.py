@@ -1,0 +1,214 @@
+"""The one training configuration: every knob of a GAN training run, with its default.
+
+Defaults reproduce the classic MLP GAN of the MNIST reports (G 100-256-512-784, D 784-256-100-1,
+LeakyReLU 0.2, Adam 2e-4 with betas (0.5, 0.999)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .errors import ConfigError
+
+Arch = Literal["mlp", "dcgan"]
+Placement = Literal["none", "d", "g", "both"]
+Loss = Literal["ns", "minimax", "hinge", "lsgan", "wgan-gp"]
+Optimizer = Literal["adam", "rmsprop", "sgd"]
+
+ARCHS = ("mlp", "dcgan")
+PLACEMENTS = ("none", "d", "g", "both")
+LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan-gp")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+BUDGET_UNITS = ("steps", "epochs")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+# Losses whose D output is read against targets, so label smoothing and flipping apply.
+TARGET_LOSSES = ("ns", "minimax", "lsgan")
+# The classic reports use dropout 0.3 in the MLP D and 0.4 in the DCGAN D.
+DEFAULT_DROPOUT = {"mlp": 0.3, "dcgan": 0.4}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what one GAN training run does."""
+
+    arch: Arch = "mlp"
+    """Model family: ``mlp`` (fully connected) or ``dcgan`` (convolutional)."""
+    latent_dim: int = 100
+    """Size of the noise vector z fed to the generator."""
+    g_hidden: tuple[int, ...] = (256, 512)
+    """MLP generator hidden widths (z -> ... -> 784)."""
+    d_hidden: tuple[int, ...] = (256, 100)
+    """MLP discriminator hidden widths (784 -> ... -> 1)."""
+    g_channels: int = 128
+    """DCGAN generator feature maps: dense to g_channels x 7 x 7, then two stride-2 upsamplings."""
+    d_channels: tuple[int, int] = (64, 128)
+    """DCGAN discriminator filters of its two 3x3 stride-2 convolutions."""
+    d_dropout: float | None = None
+    """Dropout in D after each hidden layer; None picks the arch default (mlp 0.3, dcgan 0.4)."""
+    spectral_norm: Placement = "none"
+    """Where spectral normalisation wraps the weight layers: none, d, g or both."""
+    self_attention: Placement = "none"
+    """Where a SAGAN self-attention block sits before the last conv layer (dcgan only)."""
+    g_batchnorm: bool = False
+    """Batch norm after each hidden layer of G."""
+    loss: Loss = "ns"
+    """ns (non-saturating BCE), minimax, hinge, lsgan or wgan-gp."""
+    gp_weight: float = 10.0
+    """Gradient-penalty weight (wgan-gp only)."""
+    real_label: float = 1.0
+    """Target for real images in D's loss; 0.9 is one-sided label smoothing (ns, minimax, lsgan)."""
+    label_flip: bool = False
+    """Swap the real and fake targets (D learns real=0, fake=1; G follows the swapped convention)."""
+    optimizer: Optimizer = "adam"
+    """adam, rmsprop or sgd, for both networks."""
+    lr_g: float = 2e-4
+    """Generator learning rate."""
+    lr_d: float = 2e-4
+    """Discriminator learning rate."""
+    beta1: float = 0.5
+    """Adam beta1."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    momentum: float = 0.0
+    """Momentum for sgd and rmsprop."""
+    batch_size: int = 100
+    """Images per batch, for real and generated alike."""
+    d_steps: int = 1
+    """Discriminator updates per iteration."""
+    g_steps: int = 1
+    """Generator updates per iteration."""
+    budget: float = 2000
+    """Training length, counted in ``budget_unit``."""
+    budget_unit: Literal["steps", "epochs"] = "steps"
+    """``steps`` counts iterations (d_steps D updates + g_steps G updates); ``epochs`` counts
+    passes of D over the training images."""
+    loss_bound: float | None = None
+    """Stop as diverged when |g_loss| or |d_loss| exceeds this; None stops on non-finite only."""
+    seed: int = 0
+    """Seeds weights, noise and batch order: same config and seed give the same run on CPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks cuda when available."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 autocast (CUDA only) or full fp32."""
+    compile: bool = False
+    """torch.compile the networks (pays off on CUDA for long runs)."""
+
+    def __post_init__(self) -> None:
+        _choice("arch", self.arch, ARCHS)
+        _choice("spectral_norm", self.spectral_norm, PLACEMENTS)
+        _choice("self_attention", self.self_attention, PLACEMENTS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("budget_unit", self.budget_unit, BUDGET_UNITS)
+        _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
+        for name in ("g_hidden", "d_hidden", "d_channels"):
+            value = tuple(getattr(self, name))
+            if not value or any(not _is_int(w) or w < 1 for w in value):
+                raise ConfigError(f"{name} must be a non-empty list of positive ints, got {name}={list(value)}")
+            object.__setattr__(self, name, tuple(int(w) for w in value))
+        if len(self.d_channels) != 2:
+            raise ConfigError(f"d_channels must have 2 entries, got d_channels={list(self.d_channels)}")
+        for name in ("latent_dim", "g_channels", "batch_size", "d_steps", "g_steps"):
+            _positive_int(name, getattr(self, name))
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got seed={self.seed!r}")
+        for name in ("lr_g", "lr_d", "budget"):
+            _positive(name, getattr(self, name))
+        if self.budget_unit == "steps" and not float(self.budget).is_integer():
+            raise ConfigError(f"budget in steps must be a whole number, got budget={self.budget}")
+        if self.loss_bound is not None:
+            _positive("loss_bound", self.loss_bound)
+        if self.compile and self.loss == "wgan-gp":
+            raise ConfigError("compile=True does not support wgan-gp's double backward: set compile=False")
+        if self.d_dropout is None:
+            object.__setattr__(self, "d_dropout", DEFAULT_DROPOUT[self.arch])
+        _in_range("d_dropout", self.d_dropout, 0.0, 1.0, high_open=True)
+        _in_range("beta1", self.beta1, 0.0, 1.0, high_open=True)
+        _in_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
+        _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _in_range("real_label", self.real_label, 0.5, 1.0)
+        if not _is_number(self.gp_weight) or self.gp_weight < 0:
+            raise ConfigError(f"gp_weight must be >= 0, got gp_weight={self.gp_weight!r}")
+        if self.self_attention != "none" and self.arch == "mlp":
+            raise ConfigError(
+                f"self_attention={self.self_attention!r} needs conv feature maps: use arch='dcgan' "
+                "or self_attention='none'"
+            )
+        if self.loss not in TARGET_LOSSES and self.real_label != 1.0:
+            raise ConfigError(
+                f"real_label={self.real_label} (label smoothing) applies to losses {', '.join(TARGET_LOSSES)}, "
+                f"not loss={self.loss!r}: set real_label=1.0"
+            )
+        if self.precision == "bf16" and self.device == "cpu":
+            raise ConfigError("precision='bf16' is autocast on CUDA only: use precision='fp32' with device='cpu'")
+
+    # -- derived values -------------------------------------------------------------------
+    def total_steps(self, n_train: int) -> int:
+        """Iterations the budget allows on a training set of ``n_train`` images."""
+        if self.budget_unit == "steps":
+            return int(self.budget)
+        batches = self.budget * (n_train // self.batch_size)
+        return max(1, math.ceil(batches / self.d_steps))
+
+    def resolved_device(self) -> torch.device:
+        """The device to train on; an error when cuda is asked for and absent."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but no CUDA device is available: use device='auto' or 'cpu'")
+        return torch.device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from plain values; unknown keys are an error that lists the known ones."""
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown training config key(s) {unknown}; known keys: {', '.join(FIELDS)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {name}={value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{name} must be an int >= 1, got {name}={value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {name}={value!r}")
+
+
+def _in_range(name: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
+    ok = _is_number(value) and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ConfigError(f"{name} must be in [{low}, {high}{bracket}, got {name}={value!r}")

@@ -1,0 +1,73 @@
+"""GAN losses on raw discriminator outputs, and D's accuracy read from the same outputs.
+
+Label flip swaps the roles of the targets: D learns real -> 0 and fake -> 1 and G pushes its
+images toward 0. For hinge and wgan-gp, where there are no targets, it negates the score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+
+
+def _targets(cfg: TrainConfig) -> tuple[float, float, float]:
+    """(D's target for real, D's target for fake, G's target for fake)."""
+    real, fake, wanted = cfg.real_label, 0.0, 1.0
+    if cfg.label_flip:
+        return fake, real, 0.0
+    return real, fake, wanted
+
+
+def _sign(cfg: TrainConfig) -> float:
+    return -1.0 if cfg.label_flip else 1.0
+
+
+def d_loss(cfg: TrainConfig, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss (without the gradient penalty)."""
+    if cfg.loss in ("ns", "minimax"):
+        t_real, t_fake, _ = _targets(cfg)
+        return F.binary_cross_entropy_with_logits(
+            real_out, torch.full_like(real_out, t_real)
+        ) + F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, t_fake))
+    if cfg.loss == "lsgan":
+        t_real, t_fake, _ = _targets(cfg)
+        return 0.5 * ((real_out - t_real).pow(2).mean() + (fake_out - t_fake).pow(2).mean())
+    s = _sign(cfg)
+    if cfg.loss == "hinge":
+        return F.relu(1.0 - s * real_out).mean() + F.relu(1.0 + s * fake_out).mean()
+    return s * (fake_out.mean() - real_out.mean())  # wgan-gp critic
+
+
+def g_loss(cfg: TrainConfig, fake_out: torch.Tensor) -> torch.Tensor:
+    """Generator loss on D's outputs for generated images."""
+    if cfg.loss == "ns":
+        _, _, wanted = _targets(cfg)
+        return F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, wanted))
+    if cfg.loss == "minimax":  # G maximises D's loss on fakes
+        _, t_fake, _ = _targets(cfg)
+        return -F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, t_fake))
+    if cfg.loss == "lsgan":
+        _, _, wanted = _targets(cfg)
+        return 0.5 * (fake_out - wanted).pow(2).mean()
+    return -_sign(cfg) * fake_out.mean()  # hinge and wgan-gp
+
+
+def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty: (||grad D(x_hat)|| - 1)^2 on random interpolates (Gulrajani et al.)."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def realness(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
+    """Positive where D calls an image real under the run's target convention."""
+    centred = out - 0.5 if cfg.loss == "lsgan" else out
+    return -centred if cfg.label_flip else centred
+
+
+def d_output_mean(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
+    """Mean D(x) as the reports plot it: a probability for BCE losses, the raw score otherwise."""
+    return torch.sigmoid(out).mean() if cfg.loss in ("ns", "minimax") else out.mean()

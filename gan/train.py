@@ -1,0 +1,230 @@
+"""The training loop: d_steps D updates, then g_steps G updates, per iteration.
+
+Per-step records stay on the device in a preallocated buffer and reach the host once every
+``records_every`` steps, so the hot loop has no host sync.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import MNIST
+from .errors import ConfigError, DivergenceError
+from .losses import d_loss, d_output_mean, g_loss, gradient_penalty, realness
+from .models import build_models
+
+RECORD_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean")
+FIXED_NOISE = 64  # images in every evaluation grid
+
+
+@dataclass(frozen=True)
+class Records:
+    """A block of per-step records, as the host sees them every ``records_every`` steps."""
+
+    steps: list[int]
+    values: dict[str, list[float]]
+    images_per_sec: float
+    """Real training images consumed per second over this block."""
+    seconds: float
+    """Training time so far (evaluation callbacks excluded)."""
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """What an evaluation callback sees; G and D are in eval mode, gradients off."""
+
+    step: int
+    generator: nn.Module
+    discriminator: nn.Module
+    fixed_noise: torch.Tensor
+    config: TrainConfig
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    generator: nn.Module
+    discriminator: nn.Module
+    device: torch.device
+    steps: int
+    seconds: float
+    """Training time, evaluation callbacks excluded."""
+    eval_seconds: float
+    images_per_sec: float
+    fixed_noise: torch.Tensor
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    # foreach: one fused kernel launch per parameter group instead of one per tensor.
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, foreach=True)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, foreach=True)
+
+
+def train(
+    cfg: TrainConfig,
+    data: MNIST,
+    *,
+    on_records: Callable[[Records], None] | None = None,
+    records_every: int = 50,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    eval_every: int | None = None,
+) -> TrainResult:
+    """Train one GAN on ``data``; see :class:`TrainConfig` for every knob.
+
+    ``on_records`` gets the per-step records every ``records_every`` steps (and at the end);
+    ``on_eval`` is called every ``eval_every`` steps before the last (the caller evaluates
+    the result itself). A non-finite loss, or one beyond ``cfg.loss_bound``, raises
+    :class:`DivergenceError` with the first bad step.
+    """
+    if records_every < 1:
+        raise ConfigError(f"records_every must be >= 1, got records_every={records_every}")
+    if eval_every is not None and eval_every < 1:
+        raise ConfigError(f"eval_every must be >= 1, got eval_every={eval_every}")
+    device = cfg.resolved_device()
+    if len(data) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(data)} training images")
+    data = data.to(device)
+    n_batches = len(data) // cfg.batch_size
+    total = cfg.total_steps(len(data))
+    B, latent = cfg.batch_size, cfg.latent_dim
+
+    torch.manual_seed(cfg.seed)  # weights and dropout masks
+    G, D = build_models(cfg)
+    G.to(device).train()
+    D.to(device).train()
+    rng = torch.Generator(device=device).manual_seed(cfg.seed)  # noise and batch order
+    fixed_noise = torch.randn(FIXED_NOISE, latent, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
+    opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
+    G_run, D_run = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
+
+    order = torch.empty(0, dtype=torch.long, device=device)
+    cursor = n_batches  # forces a fresh permutation on the first batch
+
+    def next_real() -> torch.Tensor:
+        nonlocal order, cursor
+        if cursor == n_batches:  # a new epoch: reshuffle on the device
+            order, cursor = torch.randperm(len(data), generator=rng, device=device), 0
+        idx = order[cursor * B : (cursor + 1) * B]
+        cursor += 1
+        return data.batch(idx)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(B, latent, generator=rng, device=device)
+
+    buffer = torch.empty(records_every, len(RECORD_KEYS), device=device)
+    history: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
+    filled, block_start, train_seconds, eval_seconds = 0, time.perf_counter(), 0.0, 0.0
+
+    def flush(step: int) -> None:
+        nonlocal filled, block_start, train_seconds
+        if filled == 0:
+            return
+        block = buffer[:filled].cpu()  # the one host sync per block
+        elapsed = time.perf_counter() - block_start
+        train_seconds += elapsed
+        first = step - filled + 1
+        losses = block[:, :2]
+        bad = (~torch.isfinite(losses) | (losses.abs() > bound)).any(dim=1).nonzero()
+        if len(bad):
+            bad_step = first + int(bad[0])
+            row = block[int(bad[0])]
+            raise DivergenceError(
+                f"training diverged at step {bad_step}: g_loss={row[0].item():.4g}, d_loss={row[1].item():.4g}",
+                step=bad_step,
+            )
+        values = {k: block[:, i].tolist() for i, k in enumerate(RECORD_KEYS)}
+        for k, v in values.items():
+            history[k].extend(v)
+        if on_records is not None:
+            rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)
+            on_records(Records(list(range(first, step + 1)), values, rate, train_seconds))
+        filled, block_start = 0, time.perf_counter()
+
+    for step in range(1, total + 1):
+        # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
+        #     Only the last D step builds G's graph: its fakes are reused by the first G step.
+        for k in range(cfg.d_steps):
+            real = next_real()
+            keep_graph = k == cfg.d_steps - 1
+            with torch.set_grad_enabled(keep_graph), autocast:
+                fake = G_run(noise())
+            with autocast:
+                out = D_run(torch.cat([real, fake.detach()])).float()
+                real_out, fake_out = out[:B], out[B:]
+                loss_d = d_loss(cfg, real_out, fake_out)
+            if cfg.loss == "wgan-gp":  # double backward: uncompiled D, full precision
+                loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, real, fake.detach().float())
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+        # (2) Update G: push D(G(z)) toward "real", g_steps times; D's weights get no grads.
+        D.requires_grad_(False)
+        for k in range(cfg.g_steps):
+            if k > 0:
+                with autocast:
+                    fake = G_run(noise())
+            with autocast:
+                loss_g = g_loss(cfg, D_run(fake).float())
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        D.requires_grad_(True)
+
+        with torch.no_grad():
+            r_real, r_fake = realness(cfg, real_out) > 0, realness(cfg, fake_out) < 0
+            acc_real, acc_fake = r_real.float().mean(), r_fake.float().mean()
+            buffer[filled] = torch.stack(
+                [
+                    loss_g.detach(),
+                    loss_d.detach(),
+                    (acc_real + acc_fake) / 2,
+                    acc_real,
+                    acc_fake,
+                    d_output_mean(cfg, real_out),
+                    d_output_mean(cfg, fake_out),
+                ]
+            )
+        filled += 1
+        at_eval = on_eval is not None and eval_every is not None and step % eval_every == 0 and step < total
+        if filled == records_every or step == total or at_eval:
+            flush(step)
+        if at_eval:
+            eval_start = time.perf_counter()
+            G.eval()
+            D.eval()
+            with torch.no_grad():
+                on_eval(EvalPoint(step, G, D, fixed_noise, cfg, train_seconds))
+            G.train()
+            D.train()
+            eval_seconds += time.perf_counter() - eval_start
+            block_start = time.perf_counter()
+
+    G.eval()
+    D.eval()
+    return TrainResult(
+        config=cfg,
+        generator=G,
+        discriminator=D,
+        device=device,
+        steps=total,
+        seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        images_per_sec=total * B * cfg.d_steps / max(train_seconds, 1e-9),
+        fixed_noise=fixed_noise,
+        history=history,
+    )

@@ -1,0 +1,48 @@
+import pytest
+
+from gan import ConfigError, TrainConfig
+
+
+def test_defaults_are_the_classic_mlp_gan():
+    cfg = TrainConfig()
+    assert (cfg.arch, cfg.latent_dim, cfg.g_hidden, cfg.d_hidden) == ("mlp", 100, (256, 512), (256, 100))
+    assert (cfg.optimizer, cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == ("adam", 2e-4, 2e-4, 0.5, 0.999)
+    assert cfg.d_dropout == 0.3 and TrainConfig(arch="dcgan").d_dropout == 0.4
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"lr_g": -1}, "lr_g must be > 0, got lr_g=-1"),
+        ({"lr_d": 0}, "lr_d must be > 0, got lr_d=0"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"arch": "resnet"}, "arch must be one of mlp, dcgan; got arch='resnet'"),
+        ({"loss": "bce"}, "loss must be one of"),
+        ({"optimizer": "adamw"}, "optimizer must be one of adam, rmsprop, sgd"),
+        ({"spectral_norm": "x"}, "spectral_norm must be one of none, d, g, both"),
+        ({"self_attention": "both"}, "needs conv feature maps: use arch='dcgan'"),
+        ({"d_dropout": 1.0}, "d_dropout must be in [0.0, 1.0)"),
+        ({"real_label": 0.9, "loss": "hinge"}, "real_label=0.9 (label smoothing) applies to losses"),
+        ({"precision": "bf16", "device": "cpu"}, "precision='bf16' is autocast on CUDA only"),
+        ({"budget": 1.5}, "budget in steps must be a whole number"),
+        ({"g_hidden": []}, "g_hidden must be a non-empty list of positive ints"),
+        ({"d_channels": [64]}, "d_channels must have 2 entries"),
+        ({"compile": True, "loss": "wgan-gp"}, "compile=True does not support wgan-gp"),
+    ],
+)
+def test_invalid_values_name_the_field_and_value(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        TrainConfig(**changes)
+
+
+def test_dict_round_trip_and_unknown_keys():
+    cfg = TrainConfig(arch="dcgan", g_hidden=(32,), spectral_norm="d", budget=2, budget_unit="epochs")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"unknown training config key\(s\) \['lr'\]"):
+        TrainConfig.from_dict({"lr": 1e-3})
+
+
+def test_budget_in_epochs_counts_real_batches_per_d_step():
+    assert TrainConfig(budget=2, budget_unit="epochs", batch_size=100).total_steps(60000) == 1200
+    assert TrainConfig(budget=1, budget_unit="epochs", batch_size=100, d_steps=5).total_steps(60000) == 120
+    assert TrainConfig(budget=300).total_steps(60000) == 300

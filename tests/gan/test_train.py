@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from gan import DivergenceError, TrainConfig, load_mnist, train
+from gan.sampling import generate
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+    return load_mnist(data_dir, subset=10000)
+
+
+def _pixel_gap(images: torch.Tensor, real: torch.Tensor) -> float:
+    """How far the pixel mean and spread of ``images`` are from the real ones."""
+    return float((images.mean() - real.mean()).abs() + (images.std() - real.std()).abs())
+
+
+def test_six_hundred_steps_move_samples_toward_the_data(data):
+    real = data.batch(torch.arange(2000))
+    cfg = TrainConfig(budget=600, batch_size=64, device="cpu")
+    untrained_gap = None
+
+    def check_start(point):
+        nonlocal untrained_gap
+        if untrained_gap is None:
+            untrained_gap = _pixel_gap(generate(point.generator, 2000), real)
+
+    result = train(cfg, data, on_eval=check_start, eval_every=1)
+    trained_gap = _pixel_gap(generate(result.generator, 2000), real)
+    assert trained_gap < 0.5 * untrained_gap, (untrained_gap, trained_gap)
+    # D starts at chance and learns to tell real from fake: its accuracy rises above 0.5.
+    acc = result.history["d_acc"]
+    assert sum(acc[-50:]) / 50 > 0.6
+
+
+def test_same_seed_same_losses_other_seed_other_losses(data):
+    cfg = TrainConfig(budget=30, batch_size=32, device="cpu")
+    first, second = train(cfg, data), train(cfg, data)
+    other = train(cfg.replace(seed=1), data)
+    assert first.history == second.history
+    assert first.history["g_loss"] != other.history["g_loss"]
+
+
+def test_callbacks_get_every_step_once_and_eval_points(data):
+    blocks, evals = [], []
+    cfg = TrainConfig(budget=23, batch_size=16, device="cpu")
+    result = train(cfg, data, on_records=blocks.append, records_every=5, on_eval=lambda p: evals.append(p.step), eval_every=10)
+    steps = [s for b in blocks for s in b.steps]
+    assert steps == list(range(1, 24))
+    assert evals == [10, 20]
+    assert all(b.images_per_sec > 0 and set(b.values) == set(result.history) for b in blocks)
+    assert [v for b in blocks for v in b.values["d_loss"]] == result.history["d_loss"]
+    assert 0 <= min(result.history["d_acc"]) and max(result.history["d_acc"]) <= 1
+
+
+def test_epoch_budget_covers_the_data(data):
+    cfg = TrainConfig(budget=1, budget_unit="epochs", batch_size=500, device="cpu")
+    assert train(cfg, data).steps == 20
+
+
+def test_loss_beyond_bound_raises_with_the_step(data):
+    with pytest.raises(DivergenceError, match="training diverged at step 1") as info:
+        train(TrainConfig(budget=10, batch_size=16, loss_bound=0.01, device="cpu"), data)
+    assert info.value.step == 1
+
+
+def test_non_finite_loss_raises_divergence(data):
+    cfg = TrainConfig(budget=50, batch_size=16, optimizer="sgd", lr_d=1e30, lr_g=1e30, loss="lsgan", device="cpu")
+    with pytest.raises(DivergenceError) as info:
+        train(cfg, data, records_every=10)
+    assert 1 <= info.value.step <= 50
