@@ -1,0 +1,254 @@
+"""The ``gan-study`` command line: run studies, list specs, show status, open the UI, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gan.errors import GanStudyError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="gan-study-runs", help="folder of the embedded stores (default: ./gan-study-runs)")
+    p.add_argument("--storage", help="Optuna storage URL (default: <workdir>/optuna.journal), e.g. postgresql://user:pw@host/db")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db), e.g. http://host:5000")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan-study", description="Optuna studies of GAN training on MNIST, tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, text in (
+        ("run", "run a study (or continue it) until it has its trials"),
+        ("worker", "join a study as one more worker (same options as run; for several machines)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("spec", help="a built-in spec name (see 'gan-study specs') or a YAML file")
+        p.add_argument("--trials", type=int, help="the study's total number of trials (default: the spec's)")
+        _store_args(p)
+        p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        p.add_argument("--jobs", type=int, default=1, help="trials run in parallel on this machine (processes)")
+        p.add_argument("--study-name", help="Optuna study and MLflow experiment name (default: the spec's name)")
+        p.add_argument("--steps", type=int, help="train every trial this many steps instead of the spec's budget")
+        p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $GAN_STUDY_DATA or ./data)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("specs", help="list the built-in specs", description="list the built-in specs")
+
+    p = sub.add_parser("status", help="the trials of a study", description="the trials of a study")
+    p.add_argument("study", help="study name")
+    _store_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list of trial objects")
+
+    p = sub.add_parser("ui", help="serve the MLflow UI on the workdir's store", description="serve the MLflow UI (127.0.0.1 unless --host)")
+    _store_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+
+    p = sub.add_parser("report", help="write a markdown and PDF report of a study", description="write report.md, report.pdf and figures/")
+    p.add_argument("study", help="study name")
+    _store_args(p)
+    p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf (default: md,pdf)")
+    p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/)")
+    p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the evaluator's floors)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except GanStudyError as exc:
+        print(f"gan-study: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gan-study: interrupted; the running trial is marked failed and will be retried on the next run", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _stores(args: argparse.Namespace):
+    from .tracking import Stores
+
+    return Stores.resolve(args.workdir, args.storage, args.tracking_uri)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunOptions, run_study
+    from .spec import SpecError, load_spec
+
+    if args.data_dir:
+        os.environ["GAN_STUDY_DATA"] = args.data_dir
+    spec = load_spec(args.spec)
+    if args.steps is not None:
+        spec = spec.with_budget_steps(args.steps)
+    if args.trials is not None:
+        spec = spec.with_trials(args.trials)
+    if args.jobs < 1:
+        raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
+    import gan
+
+    gan.TrainConfig(device=args.device).resolved_device()  # --device cuda without CUDA: fail now
+    gan.load_mnist(args.data_dir, subset=1)  # a missing dataset fails before any store is touched
+    opts = RunOptions(
+        stores=_stores(args),
+        study_name=args.study_name or spec.name,
+        device=args.device,
+        jobs=args.jobs,
+        quiet=args.quiet,
+        data_dir=args.data_dir,
+        target_trials=spec.trials,
+    )
+    result = run_study(spec, opts)
+    summary = f"study {result.study_name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in {result.seconds:.0f} s"
+    print(summary)
+    if result.best:
+        metrics = result.best["metrics"]
+        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("fd", "modes", "kl_uniform", "is", "precision", "recall") if k in metrics)
+        print(f"best trial {result.best['number']}: {shown}")
+    print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
+    return 0
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    from .spec import builtin_specs, load_spec
+
+    for name, path in builtin_specs().items():
+        spec = load_spec(path)
+        budget = f"{spec.budget:g} {spec.budget_unit}"
+        kind = f"sweep of {len(spec.sweep)} points" if spec.sweep else f"{spec.sampler}, {spec.trials} trials"
+        print(f"{name:8s} {kind}, {budget}, repeats {spec.repeats}: {' '.join(spec.description.split())}")
+    return 0
+
+
+def open_existing_study(stores, name: str):
+    """The named study; a one-line error listing the studies that exist otherwise."""
+    import optuna
+
+    from .tracking import StoreError, mask_url
+
+    if stores.embedded and not Path(stores.storage_url).exists():
+        raise StoreError(f"no study {name!r}: there are no studies in {stores.workdir} (run one with 'gan-study run')")
+    storage = stores.optuna_storage(heartbeat=False)
+    try:
+        names = optuna.get_all_study_names(storage)
+    except Exception as exc:
+        raise StoreError(f"cannot read the Optuna storage {mask_url(stores.storage_url)}: {str(exc).splitlines()[0]}") from exc
+    if name not in names:
+        existing = ", ".join(sorted(names)) or "none"
+        raise StoreError(f"no study {name!r} in {mask_url(stores.storage_url)}; studies: {existing}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_rows(study, stores) -> list[dict[str, Any]]:
+    """One object per trial: what status prints and scripts read."""
+    client = stores.mlflow()
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        run_status = None
+        if run_id:
+            try:
+                run_status = client.get_run(run_id).info.status
+            except Exception:
+                run_status = "MISSING"
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "values": t.values,
+                "metrics": t.user_attrs.get("metrics", {}),
+                "reason": t.user_attrs.get("reason"),
+                "duration_s": duration,
+                "mlflow_run_id": run_id,
+                "mlflow_status": run_status,
+            }
+        )
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    stores = _stores(args)
+    study = open_existing_study(stores, args.study)
+    rows = trial_rows(study, stores)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    import pandas as pd
+
+    table = []
+    for r in rows:
+        m = r["metrics"]
+        table.append(
+            {
+                "#": r["number"],
+                "state": r["state"],
+                "value": ", ".join(f"{v:.4g}" for v in r["values"]) if r["values"] else "",
+                **{k: (f"{m[k]:.4g}" if k in m else "") for k in ("fd", "modes", "kl_uniform", "is", "precision", "recall")},
+                "secs": f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
+                "mlflow run": f"{(r['mlflow_run_id'] or '')[:8]} {r['mlflow_status'] or ''}".strip(),
+                "params": ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()),
+                "reason": (r["reason"] or "")[:60],
+            }
+        )
+    with pd.option_context("display.max_colwidth", 80, "display.width", 250):
+        print(f"study {args.study}: {len(rows)} trials")
+        print(pd.DataFrame(table).to_string(index=False) if table else "(no trials yet)")
+    return 0
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    stores = _stores(args)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", stores.tracking_uri, "--host", args.host, "--port", str(args.port)]
+    if stores.artifact_root:
+        command += ["--default-artifact-root", stores.artifact_root]
+    from .tracking import mask_url
+
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
+    print(f"Optuna dashboard for the same studies: optuna-dashboard {mask_url(stores.storage_url)}", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import write_report
+
+    if args.data_dir:
+        os.environ["GAN_STUDY_DATA"] = args.data_dir
+    stores = _stores(args)
+    study = open_existing_study(stores, args.study)
+    out = Path(args.out) if args.out else stores.workdir / "reports" / args.study
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    written = write_report(study, stores, out, formats=formats)
+    for path in written:
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "worker": cmd_run,
+    "specs": cmd_specs,
+    "status": cmd_status,
+    "ui": cmd_ui,
+    "report": cmd_report,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
