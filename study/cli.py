@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import logging
+
+    # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args) or 0
     except GanStudyError as exc:
