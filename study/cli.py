@@ -15,10 +15,23 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+STORAGE_ENV = "GAN_STUDY_STORAGE"
+TRACKING_ENV = "GAN_STUDY_TRACKING_URI"
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="gan-study-runs", help="folder of the embedded stores (default: ./gan-study-runs)")
-    p.add_argument("--storage", help="Optuna storage URL (default: <workdir>/optuna.journal), e.g. postgresql://user:pw@host/db")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db), e.g. http://host:5000")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get(STORAGE_ENV) or None,
+        help=f"Optuna storage URL (default: ${STORAGE_ENV}, else <workdir>/optuna.journal), e.g. postgresql://user:pw@host/db; "
+        "put a URL with a password in the variable to keep it off the command line",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get(TRACKING_ENV) or None,
+        help=f"MLflow tracking URI (default: ${TRACKING_ENV}, else sqlite:///<workdir>/mlflow.db), e.g. http://host:5000",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.
+    # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args) or 0
     except GanStudyError as exc:
-        print(f"gan-study: error: {exc}", file=sys.stderr)
+        from .tracking import mask_url
+
+        print(f"gan-study: error: {mask_url(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("gan-study: interrupted; the running trial is marked failed and will be retried on the next run", file=sys.stderr)
@@ -85,7 +102,6 @@ def _stores(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import RunOptions, run_study
     from .spec import SpecError, load_spec
 
     if args.data_dir:
@@ -100,9 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     import gan
 
     gan.TrainConfig(device=args.device).resolved_device()  # --device cuda without CUDA: fail now
-    gan.load_mnist(args.data_dir, subset=1)  # a missing dataset fails before any store is touched
+    stores = _stores(args)
+    stores.check()  # unreachable servers, an unusable work folder: fail before anything is written
+    _check_idx_files(args.data_dir)
+    for train in (True, False):  # a missing or corrupt dataset fails before any store is touched
+        gan.load_mnist(args.data_dir, train=train, subset=1)
+    _check_cache()
+    from .runner import RunOptions, run_study
+
     opts = RunOptions(
-        stores=_stores(args),
+        stores=stores,
         study_name=args.study_name or spec.name,
         device=args.device,
         jobs=args.jobs,
@@ -119,6 +142,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"best trial {result.best['number']}: {shown}")
     print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
     return 0
+
+
+IDX_FILES = {  # name: (magic, item shape)
+    "train-images-idx3-ubyte": (0x0803, (28, 28)),
+    "train-labels-idx1-ubyte": (0x0801, ()),
+    "t10k-images-idx3-ubyte": (0x0803, (28, 28)),
+    "t10k-labels-idx1-ubyte": (0x0801, ()),
+}
+
+
+def _check_idx_files(data_dir: str | None) -> None:
+    """MNIST's IDX files that are there must be whole: the header's magic, and the size it implies.
+
+    (Missing files are left to the loader, which downloads them where it can.)
+    """
+    from gan.data import resolve_data_dir
+    from gan.errors import DataError
+
+    raw = resolve_data_dir(data_dir) / "MNIST" / "raw"
+    for name, (magic, shape) in IDX_FILES.items():
+        path = raw / name
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header = handle.read(4 + 4 * (1 + len(shape)))
+        fix = f"replace it with the official IDX file (or delete {raw} to download MNIST again)"
+        if len(header) < 4 or int.from_bytes(header[:4], "big") != magic:
+            raise DataError(f"MNIST file {path} is not an IDX file of its kind (wrong magic number {header[:4].hex() or 'none'}, expected {magic:08x}): {fix}")
+        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(shape))]
+        expected = len(header) + (dims[0] if len(dims) == 1 + len(shape) else 0) * (28 * 28 if shape else 1)
+        if len(header) < 4 + 4 * (1 + len(shape)) or tuple(dims[1:]) != shape or size != expected:
+            raise DataError(f"MNIST file {path} is truncated or corrupt ({size} bytes, its header implies {expected}): {fix}")
+
+
+def _check_cache() -> None:
+    """Without a cached evaluator one is trained (minutes): refuse first if it could not be saved."""
+    from gan.evaluator import CACHE_ENV, CACHE_FILE, resolve_cache_dir
+
+    from .tracking import StoreError, writable_problem
+
+    folder = resolve_cache_dir()
+    if (folder / CACHE_FILE).is_file():
+        return  # read when the study starts; a corrupt or stale file is rebuilt, with a warning
+    problem = writable_problem(folder)
+    if problem:
+        raise StoreError(f"cannot write the evaluator cache in {folder} ({problem}): set {CACHE_ENV} to a writable folder")
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
@@ -140,7 +210,11 @@ def open_existing_study(stores, name: str):
 
     if stores.embedded and not Path(stores.storage_url).exists():
         raise StoreError(f"no study {name!r}: there are no studies in {stores.workdir} (run one with 'gan-study run')")
-    storage = stores.optuna_storage(heartbeat=False)
+    if not stores.embedded:
+        from .tracking import check_database
+
+        check_database(stores.storage_url, "Optuna storage", "--storage")
+    storage = stores.optuna_storage(heartbeat=False, create=False)
     try:
         names = optuna.get_all_study_names(storage)
     except Exception as exc:
@@ -171,7 +245,7 @@ def trial_rows(study, stores) -> list[dict[str, Any]]:
                 "params": t.params,
                 "values": t.values,
                 "metrics": t.user_attrs.get("metrics", {}),
-                "reason": t.user_attrs.get("reason"),
+                "reason": t.user_attrs.get("reason") or ("worker died (no heartbeat)" if t.state.name == "FAIL" else None),
                 "duration_s": duration,
                 "mlflow_run_id": run_id,
                 "mlflow_status": run_status,
@@ -232,12 +306,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports import write_report
-
     if args.data_dir:
         os.environ["GAN_STUDY_DATA"] = args.data_dir
     stores = _stores(args)
     study = open_existing_study(stores, args.study)
+    from reports import write_report
     out = Path(args.out) if args.out else stores.workdir / "reports" / args.study
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = write_report(study, stores, out, formats=formats)

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,54 @@ from gan.errors import GanStudyError
 
 T = TypeVar("T")
 log = logging.getLogger("gan_study")
+# MLflow prints "View run ... at: URL" to stdout whenever a run on a server ends; the CLI's
+# output is its own (and workers end many runs).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
+# each call on top, a worker rides out a tracking-server restart of about a minute and gives
+# up on a dead server in a few minutes rather than an hour.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
 class StoreError(GanStudyError):
     """A storage URL or tracking URI cannot be used, or a study does not exist."""
 
 
-def mask_url(url: str) -> str:
-    """``postgresql://user:***@host/db``: passwords never reach a log or the terminal."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+HEARTBEAT_ENV = "GAN_STUDY_HEARTBEAT"
+"""``INTERVAL[,GRACE]`` in seconds: how often a running trial proves its worker is alive, and
+how long without a sign of life before another worker fails the trial (RDB storages only)."""
+DEFAULT_HEARTBEAT = (30, 90)
+CHECK_TIMEOUT = 5  # seconds to wait for a database or tracking server before giving up
+RDB_SCHEMES = ("postgresql", "mysql", "sqlite")
+
+
+def mask_url(text: str) -> str:
+    """``postgresql://user:***@host/db``: passwords never reach a log or the terminal.
+
+    Works on any text that contains URLs (error messages too); a password holding '@' is
+    masked up to the last '@' before the host, and ``password=...`` of a DSN likewise.
+    """
+    text = re.sub(r"(://[^:/@\s'\"]*:)[^\s/'\"]*@", r"\1***@", text)
+    return re.sub(r"(password=)[^\s&'\"]+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def heartbeat_setting(value: str | None = None) -> tuple[int, int]:
+    """``$GAN_STUDY_HEARTBEAT`` ('30,90', or '30' for a grace of 3 intervals) -> (interval, grace)."""
+    value = os.environ.get(HEARTBEAT_ENV) if value is None else value
+    if not value:
+        return DEFAULT_HEARTBEAT
+    try:
+        parts = [int(p) for p in value.split(",")]
+        interval, grace = (parts[0], 3 * parts[0]) if len(parts) == 1 else parts
+    except ValueError:
+        parts, interval, grace = [], 0, 0
+    if not 1 <= len(parts) <= 2 or interval < 1 or grace <= interval:
+        raise StoreError(
+            f"{HEARTBEAT_ENV}={value!r} is invalid: give INTERVAL[,GRACE] in whole seconds with GRACE > INTERVAL, "
+            f"e.g. {HEARTBEAT_ENV}={DEFAULT_HEARTBEAT[0]},{DEFAULT_HEARTBEAT[1]}"
+        )
+    return interval, grace
 
 
 @dataclass(frozen=True)
@@ -38,21 +78,49 @@ class Stores:
     tracking_uri: str
     artifact_root: str | None
     """Artifact folder of the embedded store; None where the tracking server decides."""
+    heartbeat_interval: int = DEFAULT_HEARTBEAT[0]
+    grace_period: int = DEFAULT_HEARTBEAT[1]
 
     @classmethod
     def resolve(cls, workdir: str | os.PathLike = "gan-study-runs", storage: str | None = None, tracking_uri: str | None = None) -> Stores:
         workdir = Path(workdir).expanduser().resolve()
         storage_url = storage or str(workdir / "optuna.journal")
         artifact_root = None if tracking_uri else (workdir / "mlartifacts").as_uri()
-        return cls(workdir, storage_url, tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}", artifact_root)
+        interval, grace = heartbeat_setting()
+        return cls(workdir, storage_url, tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}", artifact_root, interval, grace)
 
     @property
     def embedded(self) -> bool:
         return "://" not in self.storage_url
 
+    @property
+    def needs_workdir(self) -> bool:
+        return self.embedded or self.tracking_uri.startswith("sqlite:") or bool(self.artifact_root)
+
+    def check(self) -> None:
+        """Everything a run needs, checked before anything is written: one line on failure.
+
+        The Optuna storage and the tracking store must answer (within a few seconds), and the
+        work folder must be creatable where the embedded stores need it.
+        """
+        if not self.embedded:
+            check_database(self.storage_url, "Optuna storage", "--storage")
+        scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
+        if scheme in ("http", "https"):
+            check_server(self.tracking_uri)
+        elif scheme in ("postgresql", "mysql"):
+            check_database(self.tracking_uri, "MLflow tracking store", "--tracking-uri")
+        elif scheme not in ("", "sqlite", "file", "databricks"):
+            raise StoreError(
+                f"the MLflow tracking URI {mask_url(self.tracking_uri)} is not supported: use http(s)://HOST:PORT "
+                "of an MLflow server, a database URL (postgresql://...), or leave --tracking-uri out"
+            )
+        if self.needs_workdir:
+            check_writable(self.workdir)
+
     def prepare(self) -> None:
         """Create the work folder where the embedded stores need it; a clear error if we can't."""
-        if not (self.embedded or self.tracking_uri.startswith("sqlite:") or self.artifact_root):
+        if not self.needs_workdir:
             return
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -62,8 +130,11 @@ class Stores:
         except OSError as exc:
             raise StoreError(f"cannot write to the work folder {self.workdir} ({exc.strerror}): choose another with --workdir") from exc
 
-    def optuna_storage(self, heartbeat: bool = True):
-        """The Optuna storage: a journal file for a path, an RDB storage for a URL."""
+    def optuna_storage(self, heartbeat: bool = True, create: bool = True):
+        """The Optuna storage: a journal file for a path, an RDB storage for a URL.
+
+        ``create=False`` (read-only commands) leaves a database without Optuna's tables as it is.
+        """
         import optuna
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -72,11 +143,21 @@ class Stores:
         kwargs: dict[str, Any] = {}
         if self.storage_url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        hb = {"heartbeat_interval": 30, "grace_period": 90} if heartbeat else {}
+        else:  # a server: drop dead pooled connections (server restarts, idle timeouts)
+            kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+        hb = {"heartbeat_interval": self.heartbeat_interval, "grace_period": self.grace_period} if heartbeat else {}
         try:
-            return optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs)
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # Workers starting together on an empty database race to create Optuna's
+                # tables; the losers find them on a second try.
+                return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1)
         except Exception as exc:
-            raise StoreError(f"cannot open the Optuna storage {mask_url(self.storage_url)}: {_first_line(exc)}") from exc
+            if not create:
+                raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({_first_line(exc)}): run one with 'gan-study run'") from exc
+            raise StoreError(
+                f"cannot open the Optuna storage {mask_url(self.storage_url)}: {_first_line(exc)}{_driver_hint(exc, self.storage_url)}"
+            ) from exc
 
     def mlflow(self):
         from mlflow.tracking import MlflowClient
@@ -103,6 +184,81 @@ class Stores:
             if experiment is None:
                 raise
             return experiment.experiment_id
+
+
+def check_database(url: str, what: str, option: str) -> None:
+    """Connect to a database URL once (no tables created): a one-line error if it fails."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in RDB_SCHEMES:
+        raise StoreError(
+            f"the {what} URL {mask_url(url)} is not supported: use postgresql://USER:PASSWORD@HOST:PORT/DB, "
+            f"mysql://..., sqlite:///FILE, or leave {option} out for the embedded store"
+        )
+    if scheme == "sqlite":
+        return
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": CHECK_TIMEOUT} if scheme in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise StoreError(
+            f"cannot reach the {what} {mask_url(url)}: {_first_line(exc)}{_driver_hint(exc, url)}; "
+            f"check that the server runs and the URL given by {option} is right"
+        ) from exc
+
+
+def check_server(uri: str) -> None:
+    """GET <uri>/health of an MLflow server, with a short timeout."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CHECK_TIMEOUT) as response:
+            response.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise StoreError(
+            f"cannot reach the MLflow tracking server {mask_url(uri)}: {_first_line(reason) if isinstance(reason, BaseException) else mask_url(str(reason))}; "
+            "start it (mlflow server ...) or fix --tracking-uri"
+        ) from exc
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why ``folder`` could not be created or written (checked without creating it), or None."""
+    path = folder
+    while not path.exists():
+        if path.is_symlink() or path.parent == path:  # a dangling link, or nothing exists at all
+            return f"{path} does not exist"
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def check_writable(workdir: Path) -> None:
+    """The work folder exists as a writable folder, or can be created."""
+    problem = writable_problem(workdir)
+    if problem:
+        raise StoreError(f"cannot write to the work folder {workdir} ({problem}): choose another with --workdir")
+
+
+def _driver_hint(exc: BaseException, url: str) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if "Failed to import DB access module" in text or isinstance(exc, ImportError):
+        if "psycopg2" in text:
+            return " (the PostgreSQL driver is missing: pip install psycopg2-binary, or write the URL as postgresql+psycopg://... to use psycopg 3)"
+        if url.startswith("postgresql"):
+            return " (the PostgreSQL driver is missing: pip install 'psycopg[binary]')"
+        return " (the database driver is missing: install the one SQLAlchemy names for this URL)"
+    return ""
 
 
 def retry(fn: Callable[[], T], attempts: int = 5, delay: float = 0.5) -> T:
