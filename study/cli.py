@@ -300,7 +300,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
     print(f"Optuna dashboard for the same studies: optuna-dashboard {mask_url(stores.storage_url)}", flush=True)
     try:
-        return subprocess.call(command)
+        # No GenAI job-runner processes (huey consumers, a /dev/shm folder) for a UI on a study.
+        return subprocess.call(command, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ})
     except KeyboardInterrupt:
         return 0
 
