@@ -1,0 +1,384 @@
+"""Everything a report shows, read once from the Optuna study and its MLflow runs.
+
+The reader never writes to the stores and copes with studies in any state: trials that are
+still running, pruned or failed, runs missing from MLflow (a trial made by hand with
+``study.ask()``) and an MLflow experiment that does not exist yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from gan.errors import GanStudyError
+
+log = logging.getLogger("gan_study.reports")
+
+# Metrics of the leaderboard, in its order; train_seconds is shown as "train time".
+LEADERBOARD_METRICS = ("fd", "modes", "kl_uniform", "is", "precision", "recall", "d_acc_generated", "train_seconds")
+# Per-step curves of the per-factor rows.
+CURVE_KEYS = ("g_loss", "d_loss", "d_acc")
+# Lower is better for these; higher for the rest (used where no objective says otherwise).
+LOWER_IS_BETTER = {"fd", "kl_uniform", "train_seconds"}
+NOT_BETTER = {"d_acc_generated"}  # neither direction is "better": no best value is named
+UNITS = {"train_seconds": "s", "images_per_sec": "images/s"}
+LABELS = {
+    "fd": "Fréchet distance (evaluator features)",
+    "modes": "digits covered (of 10)",
+    "kl_uniform": "KL(class histogram ‖ uniform) (nats)",
+    "is": "classifier Inception Score",
+    "confidence": "mean max class probability",
+    "precision": "precision (k=3)",
+    "recall": "recall (k=3)",
+    "d_acc_generated": "D accuracy on generated samples",
+    "train_seconds": "training time (s)",
+    "images_per_sec": "training throughput (images/s)",
+    "g_loss": "generator loss",
+    "d_loss": "discriminator loss",
+    "d_acc": "discriminator accuracy",
+}
+
+
+class ReportError(GanStudyError):
+    """A report cannot be written (unknown format, unwritable folder, unreadable store)."""
+
+
+@dataclass
+class TrialInfo:
+    number: int
+    state: str
+    """COMPLETE, PRUNED, FAIL, RUNNING or WAITING."""
+    params: dict[str, Any]
+    values: list[float] | None
+    metrics: dict[str, float]
+    metrics_sd: dict[str, float]
+    repeat_metrics: list[dict[str, Any]]
+    reason: str | None
+    sweep: dict[str, str] | None
+    run_id: str | None
+    curve_runs: list[tuple[str, int]]
+    """(MLflow run id, repeat index) of the runs that hold this trial's per-step curves."""
+    duration_s: float | None
+    started: datetime | None
+    intermediate: dict[int, float]
+    config: dict[str, Any]
+
+    @property
+    def n_repeats(self) -> int:
+        return len(self.repeat_metrics) if self.repeat_metrics else (1 if self.metrics else 0)
+
+    def repeat_values(self, metric: str) -> list[float]:
+        """The metric of each repeat (the trial's mean where per-repeat values are missing)."""
+        values = [float(r[metric]) for r in self.repeat_metrics if isinstance(r.get(metric), (int, float))]
+        if not values and isinstance(self.metrics.get(metric), (int, float)):
+            values = [float(self.metrics[metric])]
+        return values
+
+
+@dataclass
+class StudyData:
+    study: optuna.Study
+    name: str
+    spec_raw: dict[str, Any]
+    spec: Any
+    """The parsed :class:`study.spec.StudySpec`, or None when the stored spec no longer parses."""
+    objectives: list[tuple[str, str]]
+    """(metric, direction) per objective."""
+    repeats: int
+    baseline_values: dict[str, str]
+    trials: list[TrialInfo]
+    invocations: list[dict[str, Any]]
+    """Parent runs of the invocations: params, status, start and end (ms)."""
+    curves: pd.DataFrame
+    """Long table of per-step curves: trial, repeat, key, step, value."""
+    environment: dict[str, Any] | None
+    floors: dict[str, Any] | None
+    floors_note: str
+    mlflow_note: str = ""
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    """Best-trial artifacts copied to the figures folder: kind -> path."""
+
+    @property
+    def is_sweep(self) -> bool:
+        return bool(self.spec_raw.get("sweep")) or any(t.sweep for t in self.trials)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        return self.objectives[0]
+
+    def by_state(self, *states: str) -> list[TrialInfo]:
+        return [t for t in self.trials if t.state in states]
+
+    @property
+    def complete(self) -> list[TrialInfo]:
+        return self.by_state("COMPLETE")
+
+    def best_trial(self) -> TrialInfo | None:
+        """The best complete trial by the first objective (a Pareto trial for several objectives)."""
+        candidates = self.complete
+        if self.multi_objective:
+            pareto = {t.number for t in self.study.best_trials}
+            candidates = [t for t in candidates if t.number in pareto] or candidates
+        candidates = [t for t in candidates if t.values]
+        if not candidates:
+            return None
+        sign = 1 if self.primary[1] == "minimize" else -1
+        return min(candidates, key=lambda t: (sign * t.values[0], t.number))
+
+
+# -- reading ------------------------------------------------------------------------------------
+def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None) -> StudyData:
+    """Read the study, its MLflow runs, their curves and the best trial's artifacts."""
+    attrs = study.user_attrs
+    spec_raw = attrs.get("spec") or {}
+    spec = _parse_spec(spec_raw)
+    objectives = _objectives(study, attrs, spec)
+    trials = [_trial_info(t) for t in study.get_trials(deepcopy=False)]
+    _fill_sweep(trials, spec)
+
+    client, experiment_id, note = _experiment(stores, study.study_name)
+    invocations: list[dict[str, Any]] = []
+    curves = pd.DataFrame(columns=["trial", "repeat", "key", "step", "value"])
+    if experiment_id is not None:
+        runs = _search_runs(client, experiment_id)
+        invocations = [_invocation(r) for r in runs if r.data.tags.get("gan_study.role") == "invocation"]
+        invocations.sort(key=lambda r: r["start"] or 0)
+        _attach_runs(trials, runs)
+        curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
+        curves = fetch_curves(client, curve_runs, CURVE_KEYS)
+    data = StudyData(
+        study=study,
+        name=study.study_name,
+        spec_raw=spec_raw,
+        spec=spec,
+        objectives=objectives,
+        repeats=int(attrs.get("repeats") or (spec.repeats if spec else 1)),
+        baseline_values=dict(attrs.get("sweep_baseline_values") or {}),
+        trials=trials,
+        invocations=invocations,
+        curves=curves,
+        environment=None,
+        floors=None,
+        floors_note="",
+        mlflow_note=note,
+    )
+    best = data.best_trial()
+    if best is not None and best.curve_runs and experiment_id is not None:
+        data.artifacts = copy_best_artifacts(client, best.curve_runs[0][0], figures)
+        metrics_json = data.artifacts.pop("metrics_json", None)
+        if metrics_json is not None:
+            try:
+                data.environment = json.loads(metrics_json.read_text()).get("environment")
+            finally:
+                metrics_json.unlink(missing_ok=True)
+    data.floors, data.floors_note = load_floors(spec, data_dir)
+    return data
+
+
+def _parse_spec(raw: dict[str, Any]):
+    if not raw:
+        return None
+    try:
+        from study.spec import parse_spec
+
+        return parse_spec(raw, where="stored spec")
+    except Exception as exc:  # a spec of an older version: report from the raw dict
+        log.warning("the stored spec does not parse (%s); reporting from its raw values", exc)
+        return None
+
+
+def _objectives(study: optuna.Study, attrs: dict[str, Any], spec) -> list[tuple[str, str]]:
+    directions = [d.name.lower() for d in study.directions]
+    names = list(attrs.get("objectives") or ([o.metric for o in spec.objectives] if spec else []))
+    if len(names) != len(directions):
+        names = [f"objective {i}" for i in range(len(directions))] if len(directions) > 1 else ["fd"]
+    return list(zip(names, directions))
+
+
+def _trial_info(t: optuna.trial.FrozenTrial) -> TrialInfo:
+    ua = t.user_attrs
+    duration = None
+    if t.datetime_start and t.datetime_complete:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    elif t.datetime_start and t.state == TrialState.RUNNING:
+        now = datetime.now(t.datetime_start.tzinfo)
+        duration = max(0.0, (now - t.datetime_start).total_seconds())
+    run_id = ua.get("mlflow_run_id")
+    repeat_ids = ua.get("repeat_run_ids") or []
+    curve_runs = [(rid, i) for i, rid in enumerate(repeat_ids)] if repeat_ids else ([(run_id, 0)] if run_id else [])
+    return TrialInfo(
+        number=t.number,
+        state=t.state.name,
+        params=dict(t.params),
+        values=list(t.values) if t.values is not None else None,
+        metrics={k: v for k, v in (ua.get("metrics") or {}).items() if isinstance(v, (int, float))},
+        metrics_sd={k: v for k, v in (ua.get("metrics_sd") or {}).items() if isinstance(v, (int, float))},
+        repeat_metrics=list(ua.get("repeat_metrics") or []),
+        reason=ua.get("reason"),
+        sweep=ua.get("sweep"),
+        run_id=run_id,
+        curve_runs=curve_runs,
+        duration_s=duration,
+        started=t.datetime_start,
+        intermediate=dict(t.intermediate_values),
+        config=dict(ua.get("config") or {}),
+    )
+
+
+def _fill_sweep(trials: list[TrialInfo], spec) -> None:
+    """Sweep labels for trials that have the point as a param but not the user attribute."""
+    if spec is None or not spec.sweep:
+        return
+    points = {p.label: p for p in spec.sweep}
+    for t in trials:
+        if t.sweep is None and t.params.get("point") in points:
+            p = points[t.params["point"]]
+            t.sweep = {"point": p.label, "factor": p.factor, "value": p.value}
+
+
+def _experiment(stores, name: str):
+    try:
+        client = stores.mlflow()
+        experiment = client.get_experiment_by_name(name)
+    except Exception as exc:
+        return None, None, f"the MLflow store could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if experiment is None:
+        return client, None, f"no MLflow experiment named {name!r}: curves, artifacts and the device are not shown"
+    return client, experiment.experiment_id, ""
+
+
+def _search_runs(client, experiment_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _invocation(run) -> dict[str, Any]:
+    return {
+        "run_id": run.info.run_id,
+        "params": dict(run.data.params),
+        "status": run.info.status,
+        "start": run.info.start_time,
+        "end": run.info.end_time,
+        "host": run.data.tags.get("gan_study.host"),
+    }
+
+
+def _attach_runs(trials: list[TrialInfo], runs: list) -> None:
+    """Fill curve runs from MLflow tags where the trial's user attributes lack them."""
+    by_trial: dict[int, list[tuple[str, int]]] = {}
+    for r in runs:
+        tags = r.data.tags
+        if tags.get("gan_study.curves") != "true" or "optuna.trial_number" not in tags:
+            continue
+        try:
+            number = int(tags["optuna.trial_number"])
+        except ValueError:
+            continue
+        by_trial.setdefault(number, []).append((r.info.run_id, int(tags.get("gan_study.repeat", 0))))
+    for t in trials:
+        if not t.curve_runs and t.number in by_trial:
+            t.curve_runs = sorted(by_trial[t.number], key=lambda x: x[1])
+
+
+def fetch_curves(client, runs: list[tuple[int, str, int]], keys: tuple[str, ...]) -> pd.DataFrame:
+    """Metric histories of many runs: one query per key on SQL stores, else one call per run."""
+    columns = ["trial", "repeat", "key", "step", "value"]
+    if not runs:
+        return pd.DataFrame(columns=columns)
+    meta = {rid: (trial, rep) for trial, rid, rep in runs}
+    rows: list[tuple] = []
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    bulk = getattr(store, "get_metric_history_bulk", None)
+    ids = list(meta)
+    if bulk is not None:
+        try:
+            for key in keys:
+                for start in range(0, len(ids), 500):
+                    for m in bulk(ids[start : start + 500], key, None):
+                        trial, rep = meta[m.run_id]
+                        rows.append((trial, rep, key, m.metric.step, m.metric.value))
+            return pd.DataFrame(rows, columns=columns)
+        except Exception as exc:  # a store without the bulk query: the portable way below
+            log.debug("bulk metric history failed (%s); fetching run by run", exc)
+            rows = []
+
+    def one(job: tuple[str, str]) -> list[tuple]:
+        rid, key = job
+        trial, rep = meta[rid]
+        return [(trial, rep, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for part in pool.map(one, [(rid, key) for rid in ids for key in keys]):
+            rows.extend(part)
+    return pd.DataFrame(rows, columns=columns)
+
+
+BEST_ARTIFACTS = {
+    "grid": "samples/final.png",
+    "samples_20": "final/samples_20.png",
+    "histogram": "final/class_histogram.png",
+    "interpolation": "final/interpolation.png",
+    "metrics_json": "final/metrics.json",
+}
+
+
+def copy_best_artifacts(client, run_id: str, figures: Path) -> dict[str, Path]:
+    """Download the best trial's final artifacts into ``figures`` as best_<kind>.<ext>."""
+    import os
+
+    out: dict[str, Path] = {}
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in the CLI's output
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, rel in BEST_ARTIFACTS.items():
+            try:
+                local = Path(client.download_artifacts(run_id, rel, tmp))
+            except Exception as exc:
+                log.debug("artifact %s of run %s: %s", rel, run_id, exc)
+                continue
+            if not local.is_file() or local.stat().st_size == 0:
+                continue
+            target = figures / f"best_{kind}{local.suffix}"
+            target.write_bytes(local.read_bytes())
+            out[kind] = target
+    return out
+
+
+def load_floors(spec, data_dir: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The real-vs-real value of every metric at the trials' final sample count."""
+    n = int(spec.final_samples) if spec is not None else 10_000
+    n = min(max(n, 10), 60_000)
+    try:
+        from gan.evaluator import load_evaluator
+        from gan.metrics import floors
+
+        evaluator = load_evaluator(data_dir)
+        values = floors(evaluator, data_dir, n=n, seed=0)
+    except GanStudyError as exc:
+        return None, f"real-data floors are not shown: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a report without floors beats no report
+        return None, f"real-data floors are not shown: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return dict(values), f"floor: {n:,} random MNIST training images scored like generated samples (the trials' final sample count)"
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
