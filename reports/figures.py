@@ -24,6 +24,7 @@ from .data import LABELS, StudyData, finite  # noqa: E402
 DPI = 120
 CURVE_BINS = 120  # points per curve after binning steps (smooths and aligns runs)
 STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#dd8452", "FAIL": "#c44e52", "RUNNING": "#55a868", "WAITING": "#8c8c8c"}
+BASELINE_COLOR = (0.3, 0.3, 0.3)
 CURVE_PANELS = (
     ("g_loss", "generator loss"),
     ("d_loss", "discriminator loss"),
@@ -70,7 +71,9 @@ def binned_curves(curves: pd.DataFrame, trials: dict[int, str], bins: int = CURV
 def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path:
     """One row: G loss, D loss, D accuracy over training (mean, band ±1 sd over runs) and the final metric."""
     labels = [lv.label for lv in factor.levels]
-    colors = palette(labels)
+    # the baseline is dark grey in every row; the other values take the palette in order
+    colors = palette([lv.label for lv in factor.levels if not lv.baseline])
+    colors.update({lv.label: BASELINE_COLOR for lv in factor.levels if lv.baseline})
     trials = {t.number: lv.label for lv in factor.levels for t in lv.trials}
     df = binned_curves(data.curves, trials)
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), gridspec_kw={"width_ratios": [1, 1, 1, 0.9]})
@@ -107,11 +110,10 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
     ax.set_title(f"Final {metric} by value")
     ax.set_xlabel(factor.name)
     ax.set_ylabel(LABELS.get(metric, metric))
-    ax.tick_params(axis="x", rotation=30 if max(map(len, labels)) > 6 else 0)
+    ax.tick_params(axis="x", rotation=30 if sum(map(len, labels)) > 24 or max(map(len, labels)) > 12 else 0)
     handles = [plt.Line2D([0], [0], color=colors[lbl], lw=2.5) for lbl in labels]
     names = [f"{lbl} (baseline)" if lv.baseline else lbl for lbl, lv in zip(labels, factor.levels)]
     fig.legend(handles, names, title=factor.name, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(f"{factor.name}: training curves and final {metric}", y=1.02, fontsize=12)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -186,7 +186,8 @@ def per_factor(data: StudyData, factor_list: list[an.Factor], figures: Path) -> 
             f"One row per varied hyperparameter — {what}. Left to right: generator loss, discriminator loss and "
             f"discriminator accuracy over training (line: mean over runs, band: ±1 sd over runs; complete trials only), "
             f"and the final {metric} of every run (points) with the mean and its 95 % t-interval (black diamond) and the "
-            "real-data floor (dashed). Colors mark the same value in all four panels."
+            "real-data floor (dashed). Colors mark the same value in all four panels"
+            + ("; the baseline is dark grey." if data.is_sweep else ".")
         )
     )
     for f in factor_list:
