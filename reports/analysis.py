@@ -107,7 +107,7 @@ def search_factors(data: StudyData, max_bins: int = 4) -> list[Factor]:
         distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
         if categorical or not numeric or len(distinct) <= max_bins:
             order = list(dist.choices) if categorical else distinct
-            levels = [Level(_label(v), [t for t in having if t.params[name] == v]) for v in order]
+            levels = [Level(value_label(v), [t for t in having if t.params[name] == v]) for v in order]
             out.append(Factor(name, "categorical", [lv for lv in levels if lv.trials]))
             continue
         log = bool(getattr(dist, "log", False))
@@ -119,13 +119,13 @@ def search_factors(data: StudyData, max_bins: int = 4) -> list[Factor]:
             members = [t for t, bb in zip(having, bins) if int(bb) == b]
             lo = min(t.params[name] for t in members)
             hi = max(t.params[name] for t in members)
-            label = _label(lo) if lo == hi else f"{_label(lo)}–{_label(hi)}"
+            label = value_label(lo) if lo == hi else f"{value_label(lo)}–{value_label(hi)}"
             levels.append(Level(label, members))
         out.append(Factor(name, "binned", levels))
     return out
 
 
-def _label(value: Any) -> str:
+def value_label(value: Any) -> str:
     if isinstance(value, float):
         return fmt(value, 3)
     return str(value)
@@ -190,7 +190,7 @@ def leaderboard(data: StudyData) -> tuple[list[str], list[list[str]], list[bool]
             reason = "running"
         else:
             reason = t.reason or ""
-        p = [_label(t.params[k]) if k in t.params else "" for k in params]
+        p = [value_label(t.params[k]) if k in t.params else "" for k in params]
         param_cells = ["; ".join(f"{k}={v}" for k, v in zip(params, p) if v)] if wide else p
         rows.append(
             [

@@ -252,6 +252,9 @@ def _fill_sweep(trials: list[TrialInfo], spec) -> None:
 
 
 def _experiment(stores, name: str):
+    uri = str(stores.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():  # don't create an empty store
+        return None, None, f"no MLflow store at {uri}: curves, artifacts and the device are not shown"
     try:
         client = stores.mlflow()
         experiment = client.get_experiment_by_name(name)

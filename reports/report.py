@@ -7,7 +7,6 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 
@@ -205,7 +204,7 @@ def best_trial(data: StudyData) -> list[Block]:
         blocks.append(Text("No complete trial yet."))
         return blocks
     metric, direction = data.primary
-    params = ", ".join(f"{k}={an._label(v)}" for k, v in best.params.items()) or "no parameters"
+    params = ", ".join(f"{k}={an.value_label(v)}" for k, v in best.params.items()) or "no parameters"
     seed_note = ""
     if len(best.curve_runs) > 1 or best.n_repeats > 1:
         seed_note = f" The pictures are from its first repeat (seed {best.config.get('seed', 0)})."
@@ -287,7 +286,7 @@ def diagnostics(data: StudyData, figures: Path) -> list[Block]:
             path = fg.pareto_front(data, pareto, figures / "pareto_front.png")
             extra = f" (objectives beyond the first two, {', '.join(m for m, _ in data.objectives[2:])}, are not drawn)" if len(data.objectives) > 2 else ""
             blocks.append(Figure(path, f"Complete trials on the first two objectives; red: the Pareto front{extra}.", 0.5))
-            rows = [[str(t.number), *(fmt(v) for v in t.values), ", ".join(f"{k}={an._label(v)}" for k, v in t.params.items())]
+            rows = [[str(t.number), *(fmt(v) for v in t.values), ", ".join(f"{k}={an.value_label(v)}" for k, v in t.params.items())]
                     for t in sorted((t for t in data.complete if t.number in pareto), key=lambda t: t.values[0])]
             blocks.append(Table(["trial", *(m for m, _ in data.objectives), "parameters"], rows, "The Pareto-optimal trials.", [True, *[True] * len(data.objectives), False]))
         else:

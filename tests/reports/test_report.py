@@ -284,3 +284,29 @@ def test_unknown_format_exits_2(workdir, tmp_path):
     out = gan_study("report", "sweep", "--workdir", str(workdir), "--format", "md,html", "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert out.returncode == 2
     assert "md, pdf" in out.stderr and "html" in out.stderr
+
+
+def test_a_study_with_no_finished_trial_and_no_mlflow_runs(tmp_path):
+    """A study whose only trial has just started, and whose MLflow experiment does not exist yet."""
+    import optuna
+    import pypdf
+
+    from reports import write_report
+    from study.tracking import Stores
+
+    stores = Stores.resolve(tmp_path / "runs")
+    stores.workdir.mkdir()
+    study = optuna.create_study(study_name="fresh", storage=stores.optuna_storage(heartbeat=False))
+    study.set_user_attr("spec", {**MIXED, "name": "fresh"})
+    study.set_user_attr("objectives", ["fd"])
+    study.set_user_attr("repeats", 1)
+    study.ask()
+    written = write_report(study, stores, tmp_path / "out")
+    assert written[:2] == [tmp_path / "out" / "report.md", tmp_path / "out" / "report.pdf"]
+    md = written[0].read_text()
+    assert "no MLflow store at sqlite:///" in md and "1 running" in md
+    assert not (stores.workdir / "mlflow.db").exists()  # reading creates no store
+    header, floor, row = table_rows(section(md, "2. Leaderboard"))
+    assert row[header.index("state")] == "running"
+    assert "No complete trial yet" in md
+    assert len(pypdf.PdfReader(str(written[1])).pages) >= 4
