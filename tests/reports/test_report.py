@@ -1,6 +1,6 @@
 """gan-study report against real studies, made once per session with the real CLI.
 
-``sweep``: a one-factor sweep of 2 factors (3 points) with 2 repeats, 40 steps each.
+``sweep``: a one-factor sweep of 2 factors (3 points) with 2 repeats, 30 steps of batch 32 each.
 ``mixed``: a 2-point grid over ``loss_bound`` where the tiny bound diverges at once (PRUNED,
 reason "diverged: ...") and the other completes, plus a FAIL trial told through Optuna's API
 on the same storage (the state a crashed worker leaves).
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-EVAL = {"every": 20, "samples": 500, "final_samples": 1000}
+EVAL = {"every": 15, "samples": 500, "final_samples": 1000}
 SWEEP = {
     "name": "sweep",
     "objective": "fd",
     "repeats": 2,
-    "budget": {"steps": 40},
+    "budget": {"steps": 30},
     "evaluation": EVAL,
-    "fixed": {"batch_size": 64},
+    "fixed": {"batch_size": 32},
     "sweep": {
         "factors": {
             "lr": [{"label": "1e-4", "lr_g": 1.0e-4, "lr_d": 1.0e-4}, {"label": "2e-4", "lr_g": 2.0e-4, "lr_d": 2.0e-4}],
@@ -36,9 +36,9 @@ MIXED = {
     "name": "mixed",
     "objective": "fd",
     "sampler": {"name": "grid", "seed": 0},
-    "budget": {"steps": 40},
+    "budget": {"steps": 30},
     "evaluation": EVAL,
-    "fixed": {"batch_size": 64},
+    "fixed": {"batch_size": 32},
     "space": {"loss_bound": [0.001, 1000.0]},
 }
 
@@ -259,7 +259,7 @@ def test_report_while_a_trial_is_running(workdir, tmp_path):
     shutil.copytree(workdir, copy)
     study = journal_study(copy, "sweep")
     running = study.ask()  # a worker that has just started its trial
-    running.report(123.5, 20)
+    running.report(123.5, 15)
     out = tmp_path / "report"
     make_report(copy, "sweep", out)
     md = (out / "report.md").read_text()
@@ -267,7 +267,7 @@ def test_report_while_a_trial_is_running(workdir, tmp_path):
     header, floor, *rows = table_rows(section(md, "2. Leaderboard"))
     row = next(r for r in rows if r[header.index("trial")] == str(running.number))
     assert row[header.index("state")] == "running"
-    assert "fd=123.5 at step 20" in row[header.index("reason")]
+    assert "fd=123.5 at step 15" in row[header.index("reason")]
     assert "1 running" in section(md, "1. Summary")
     assert (out / "report.pdf").stat().st_size > 0
 
