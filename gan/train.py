@@ -112,6 +112,10 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
+    # D's input is one buffer: the real batch is written into its first half and the fakes are
+    # copied into its second half, so no torch.cat of both is built per step.
+    pair = torch.empty(2 * B, 1, *data.images.shape[1:], device=device)
+    real, fake_slot = pair[:B], pair[B:]
     order = torch.empty(0, dtype=torch.long, device=device)
     cursor = n_batches  # forces a fresh permutation on the first batch
 
@@ -121,7 +125,10 @@ def train(
             order, cursor = torch.randperm(len(data), generator=rng, device=device), 0
         idx = order[cursor * B : (cursor + 1) * B]
         cursor += 1
-        return data.batch(idx)
+        # data.batch(idx), bit for bit, written in place: index_select is much faster than
+        # images[idx] on the CPU.
+        rows = data.images.index_select(0, idx).unsqueeze(1)
+        return real.copy_(rows).div_(127.5).sub_(1.0)
 
     def noise() -> torch.Tensor:
         return torch.randn(B, latent, generator=rng, device=device)
@@ -159,16 +166,17 @@ def train(
         # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
         #     Only the last D step builds G's graph: its fakes are reused by the first G step.
         for k in range(cfg.d_steps):
-            real = next_real()
+            next_real()
             keep_graph = k == cfg.d_steps - 1
             with torch.set_grad_enabled(keep_graph), autocast:
                 fake = G_run(noise())
+            fake_slot.copy_(fake.detach())
             with autocast:
-                out = D_run(torch.cat([real, fake.detach()])).float()
+                out = D_run(pair).float()  # real images, then fakes
                 real_out, fake_out = out[:B], out[B:]
                 loss_d = d_loss(cfg, real_out, fake_out)
             if cfg.loss == "wgan-gp":  # double backward: uncompiled D, full precision
-                loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, real, fake.detach().float())
+                loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, real, fake_slot)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
