@@ -1,7 +1,8 @@
 """The training loop: d_steps D updates, then g_steps G updates, per iteration.
 
-Per-step records stay on the device in a preallocated buffer and reach the host once every
-``records_every`` steps, so the hot loop has no host sync.
+Per-step records stay on the device and reach the host once every ``records_every`` steps,
+so the hot loop has no host sync. docs/performance.md explains each speed choice with its
+measured gain (``python -m benchmarks.throughput``).
 """
 
 from __future__ import annotations
@@ -133,15 +134,31 @@ def train(
     def noise() -> torch.Tensor:
         return torch.randn(B, latent, generator=rng, device=device)
 
-    buffer = torch.empty(records_every, len(RECORD_KEYS), device=device)
+    # Per step only references are kept (no extra kernels); the records are computed for a
+    # whole block at once when it reaches the host.
+    step_losses: list[torch.Tensor] = []  # (g_loss, d_loss) of each step
+    step_outs: list[torch.Tensor] = []  # D's raw outputs on the last D step's real and fake images
+    row_output_mean = torch.vmap(lambda out: d_output_mean(cfg, out))
     history: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
-    filled, block_start, train_seconds, eval_seconds = 0, time.perf_counter(), 0.0, 0.0
+    block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
+
+    def block_records() -> torch.Tensor:
+        """(steps, len(RECORD_KEYS)) records of the pending steps, on the device."""
+        losses, outs = torch.stack(step_losses), torch.stack(step_outs)
+        real_out, fake_out = outs[:, :B], outs[:, B:]
+        acc_real = (realness(cfg, real_out) > 0).float().mean(1)
+        acc_fake = (realness(cfg, fake_out) < 0).float().mean(1)
+        columns = [losses[:, 0], losses[:, 1], (acc_real + acc_fake) / 2, acc_real, acc_fake]
+        return torch.stack([*columns, row_output_mean(real_out), row_output_mean(fake_out)], dim=1)
 
     def flush(step: int) -> None:
-        nonlocal filled, block_start, train_seconds
+        nonlocal block_start, train_seconds
+        filled = len(step_losses)
         if filled == 0:
             return
-        block = buffer[:filled].cpu()  # the one host sync per block
+        block = block_records().cpu()  # the one host sync per block
+        step_losses.clear()
+        step_outs.clear()
         elapsed = time.perf_counter() - block_start
         train_seconds += elapsed
         first = step - filled + 1
@@ -160,7 +177,7 @@ def train(
         if on_records is not None:
             rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)
             on_records(Records(list(range(first, step + 1)), values, rate, train_seconds))
-        filled, block_start = 0, time.perf_counter()
+        block_start = time.perf_counter()
 
     for step in range(1, total + 1):
         # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
@@ -194,23 +211,10 @@ def train(
             opt_g.step()
         D.requires_grad_(True)
 
-        with torch.no_grad():
-            r_real, r_fake = realness(cfg, real_out) > 0, realness(cfg, fake_out) < 0
-            acc_real, acc_fake = r_real.float().mean(), r_fake.float().mean()
-            buffer[filled] = torch.stack(
-                [
-                    loss_g.detach(),
-                    loss_d.detach(),
-                    (acc_real + acc_fake) / 2,
-                    acc_real,
-                    acc_fake,
-                    d_output_mean(cfg, real_out),
-                    d_output_mean(cfg, fake_out),
-                ]
-            )
-        filled += 1
+        step_losses.append(torch.stack([loss_g.detach(), loss_d.detach()]))
+        step_outs.append(out.detach())
         at_eval = on_eval is not None and eval_every is not None and step % eval_every == 0 and step < total
-        if filled == records_every or step == total or at_eval:
+        if len(step_losses) == records_every or step == total or at_eval:
             flush(step)
         if at_eval:
             eval_start = time.perf_counter()
