@@ -1,0 +1,258 @@
+"""The MNIST classifier that scores generated digits: trained once, cached on disk, frozen.
+
+A small CNN (2.1 M multiply-adds per image) trained with batched random affine augmentation,
+batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy in under two CPU
+minutes and scores 10,000 images in about half a second on 2 cores. Its logits give classes,
+KL and the Inception Score; its 128-d penultimate layer is the feature space of the Fréchet
+distance and precision/recall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import MNIST, load_mnist, resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GAN_STUDY_CACHE"
+DEFAULT_CACHE_DIR = "~/.cache/gan-study"
+CACHE_FILE = "evaluator.pt"
+# Bump when the network or its training changes in a way the fields below do not capture.
+VERSION = "mnist-cnn/2"
+CHANNELS = (24, 48, 64)
+FEATURES = 128
+DROPOUT = 0.2
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How the evaluator is trained; every field is part of the cache key."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    max_rotation_deg: float = 10.0
+    max_scale: float = 0.1
+    max_shift_px: float = 2.5
+    seed: int = 0
+    max_steps: int | None = None
+    """Stops training early; only tests use it, to prove a real retraining in seconds."""
+
+
+class Evaluator(nn.Module):
+    """The frozen classifier. Input: float (B, 1, 28, 28) in [-1, 1], as a GAN outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        c1, c2, c3 = CHANNELS
+        self.body = nn.Sequential(
+            # 1x28x28 -> 4x14x14: the first conv sees 6x6 pixels and no layer runs at full
+            # resolution, where few-channel convs and pooling are slow on CPU.
+            nn.PixelUnshuffle(2),
+            *_conv_bn_relu(4, c1),
+            nn.MaxPool2d(2),  # -> 7x7
+            *_conv_bn_relu(c1, c2),
+            *_conv_bn_relu(c2, c3),
+            nn.MaxPool2d(2),  # -> 3x3
+            nn.Flatten(),
+            nn.Linear(c3 * 3 * 3, FEATURES, bias=False),
+            nn.BatchNorm1d(FEATURES),
+            nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout(DROPOUT)
+        self.head = nn.Linear(FEATURES, 10)
+        # Set by load_evaluator; not part of the weights.
+        self.test_accuracy = math.nan
+        self.train_seconds = math.nan
+        self.key = ""
+        self.cache_dir = Path()
+        self.data_dir = Path()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.body(images)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def predict(self, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (N, 10), features (N, 128))`` as float32 on the evaluator's device."""
+        check_images(images)
+        logits, features = [], []
+        with torch.inference_mode():
+            for chunk in images.split(batch_size):
+                feat = self.body(chunk.to(self.device, torch.float32))
+                features.append(feat)
+                logits.append(self.head(feat))
+        return torch.cat(logits), torch.cat(features)
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+
+
+def check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28) or not images.is_floating_point():
+        raise ValueError(f"expected float images of shape (N, 1, 28, 28), got {tuple(images.shape)} {images.dtype}")
+
+
+def load_evaluator(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    config: ClassifierConfig = ClassifierConfig(),
+) -> Evaluator:
+    """The evaluator, trained on MNIST's training split on first use and cached in ``cache_dir``.
+
+    ``cache_dir`` defaults to ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``. A cache file
+    that is stale (other data, network or config) or unreadable is replaced by a retraining.
+    """
+    train_split = load_mnist(data_dir, train=True)
+    key = digest(VERSION, {"channels": CHANNELS, "features": FEATURES, "dropout": DROPOUT},
+                 dataclasses.asdict(config), data_checksum(train_split))
+    path = resolve_cache_dir(cache_dir) / CACHE_FILE
+    cached = _load_cached(path, key)
+    if cached is not None:
+        model, accuracy, seconds = cached
+    else:
+        log.info("training the MNIST evaluator (cached in %s)", path)
+        model, seconds = _train(train_split.to(device), config)
+        accuracy = accuracy_on(model, load_mnist(data_dir, train=False).to(device))
+        log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * accuracy, seconds)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        write_cache(path, key, {"state_dict": state, "test_accuracy": accuracy, "train_seconds": seconds})
+    model = model.to(device).eval().requires_grad_(False)
+    model.test_accuracy, model.train_seconds = accuracy, seconds
+    model.key, model.cache_dir, model.data_dir = key, path.parent, resolve_data_dir(data_dir)
+    return model
+
+
+def _load_cached(path: Path, key: str) -> tuple[Evaluator, float, float] | None:
+    """The cached evaluator with its test accuracy and training seconds, or None (see read_cache)."""
+    payload = read_cache(path, key)
+    if payload is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # the throwaway initial weights must not consume the caller's RNG
+        model = Evaluator()
+    try:
+        model.load_state_dict(payload["state_dict"])
+        return model, float(payload["test_accuracy"]), float(payload["train_seconds"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        log.warning("cache file %s is corrupt (%s); rebuilding it", path, exc)
+        return None
+
+
+def accuracy_on(model: Evaluator, split: MNIST) -> float:
+    """Fraction of ``split`` that ``model`` (in eval mode) classifies correctly."""
+    logits, _ = model.predict(split.batch(torch.arange(len(split), device=split.device)))
+    return (logits.argmax(1) == split.labels.to(logits.device)).float().mean().item()
+
+
+def _train(split: MNIST, cfg: ClassifierConfig) -> tuple[Evaluator, float]:
+    """A freshly trained evaluator (in eval mode) and the wall seconds its training took."""
+    start = time.perf_counter()
+    steps_per_epoch = len(split) // cfg.batch_size
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    # A private RNG stream: training is reproducible and the caller's global RNG is left alone.
+    with torch.random.fork_rng(devices=[split.device] if split.device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = Evaluator().to(split.device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        step = 0
+        while step < total:
+            order = torch.randperm(len(split)).to(split.device)
+            for i in range(min(steps_per_epoch, total - step)):
+                idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                loss = F.cross_entropy(model(_augment(split.images[idx], cfg)), split.labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+    return model.eval(), time.perf_counter() - start
+
+
+def _augment(images_u8: torch.Tensor, cfg: ClassifierConfig) -> torch.Tensor:
+    """Random rotation, scale and shift of a uint8 batch, as float (B, 1, 28, 28) in [-1, 1]."""
+    b = images_u8.shape[0]
+    u = (torch.rand(b, 4) * 2 - 1).to(images_u8.device)
+    angle = u[:, 0] * math.radians(cfg.max_rotation_deg)
+    scale = 1 + u[:, 1] * cfg.max_scale
+    shift = u[:, 2:] * (cfg.max_shift_px / 14)  # affine_grid measures shifts in half-widths
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    # Warp in [0, 1] so the zero padding of grid_sample is the black background.
+    x = images_u8.unsqueeze(1).float().div_(255)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False).mul_(2).sub_(1)
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` if given, else ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``."""
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def data_checksum(split: MNIST) -> str:
+    h = hashlib.sha256()
+    h.update(split.images.cpu().contiguous().numpy().tobytes())
+    h.update(split.labels.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def digest(*parts: Any) -> str:
+    """A cache key: the SHA-256 of the parts as canonical JSON."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def read_cache(path: Path, key: str) -> dict[str, Any] | None:
+    """The payload cached at ``path`` under ``key``; None (with a warning) if stale or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types on damaged files; all mean "rebuild"
+        log.warning("cache file %s is corrupt (%s: %s); rebuilding it", path, type(exc).__name__, exc)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
+        log.warning("cache file %s is corrupt (unexpected layout); rebuilding it", path)
+        return None
+    if data.get("key") != key:
+        log.warning("cache file %s is stale (other data, code or settings); rebuilding it", path)
+        return None
+    return data["payload"]
+
+
+def write_cache(path: Path, key: str, payload: dict[str, Any]) -> None:
+    """Save atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        torch.save({"key": key, "payload": payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

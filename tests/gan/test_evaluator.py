@@ -1,0 +1,124 @@
+"""The evaluator classifier: accuracy on the real test set, freezing, and its disk cache.
+
+The full evaluator trains once per checkout (cached in $GAN_STUDY_CACHE); cache-rebuild tests
+use tmp folders and a real but short training (``max_steps``), so they prove "rebuilt, not
+crashed" in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from gan.evaluator import (
+    CACHE_FILE,
+    FEATURES,
+    ClassifierConfig,
+    Evaluator,
+    accuracy_on,
+    load_evaluator,
+    read_cache,
+    write_cache,
+)
+
+QUICK = ClassifierConfig(max_steps=40)  # a real training, ~2 s; its test accuracy is ~95 %
+
+
+@pytest.fixture(scope="session")
+def evaluator() -> Evaluator:
+    return load_evaluator()
+
+
+def test_test_accuracy_is_at_least_99_3_percent(evaluator, mnist_test):
+    measured = accuracy_on(evaluator, mnist_test)
+    assert measured >= 0.993
+    assert measured == pytest.approx(evaluator.test_accuracy, abs=1e-4)
+    assert 0 < evaluator.train_seconds < float("inf")
+
+
+def test_is_frozen_in_eval_mode(evaluator):
+    assert not evaluator.training
+    assert not any(p.requires_grad for p in evaluator.parameters())
+
+
+def test_predict_gives_logits_and_penultimate_features(evaluator, mnist_test):
+    images = mnist_test.batch(torch.arange(2500))
+    logits, features = evaluator.predict(images, batch_size=1000)
+    assert logits.shape == (2500, 10) and features.shape == (2500, FEATURES) and FEATURES <= 128
+    assert not logits.requires_grad and torch.isfinite(features).all()
+    # Batching does not change the result.
+    small_logits, _ = evaluator.predict(images[:10], batch_size=3)
+    torch.testing.assert_close(small_logits, logits[:10], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4, 28, 28), (4, 3, 28, 28), (4, 1, 32, 32)])
+def test_predict_rejects_other_shapes(evaluator, shape):
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        evaluator.predict(torch.zeros(shape))
+
+
+def test_second_load_reads_the_cache(evaluator):
+    again = load_evaluator()
+    assert again.train_seconds == evaluator.train_seconds and again.key == evaluator.key
+    for a, b in zip(again.state_dict().values(), evaluator.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_is_deterministic(tmp_path):
+    a = load_evaluator(cache_dir=tmp_path / "a", config=QUICK)
+    b = load_evaluator(cache_dir=tmp_path / "b", config=QUICK)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)
+    assert a.test_accuracy == b.test_accuracy > 0.8  # it really trained
+
+
+def _rebuilt(cache_dir, caplog, expected: str) -> Evaluator:
+    """Load with a damaged cache: warns ``expected``, retrains, and leaves a valid cache."""
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        model = load_evaluator(cache_dir=cache_dir, config=QUICK)
+    assert expected in caplog.text
+    assert model.test_accuracy > 0.8  # a real training ran
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        again = load_evaluator(cache_dir=cache_dir, config=QUICK)
+    assert caplog.text == "" and again.train_seconds == model.train_seconds  # read back, not retrained
+    return model
+
+
+def test_stale_cache_is_rebuilt(tmp_path, caplog, evaluator):
+    # The fully trained cache is stale for the QUICK config (another key).
+    shutil.copy(evaluator.cache_dir / CACHE_FILE, tmp_path / CACHE_FILE)
+    model = _rebuilt(tmp_path, caplog, "stale")
+    assert model.key != evaluator.key
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_cache_is_rebuilt(tmp_path, caplog, evaluator, damage):
+    content = (evaluator.cache_dir / CACHE_FILE).read_bytes()
+    (tmp_path / CACHE_FILE).write_bytes(b"not a torch file" if damage == "garbage" else content[: len(content) // 2])
+    _rebuilt(tmp_path, caplog, "corrupt")
+
+
+def test_cache_with_wrong_weights_is_rebuilt(tmp_path, caplog):
+    key = load_evaluator(cache_dir=tmp_path, config=QUICK).key
+    write_cache(tmp_path / CACHE_FILE, key, {"state_dict": {"head.weight": torch.zeros(3)}, "test_accuracy": 1.0})
+    _rebuilt(tmp_path, caplog, "corrupt")
+
+
+def test_cache_write_is_atomic_and_readable(tmp_path):
+    path = tmp_path / "sub" / "x.pt"
+    write_cache(path, "k", {"a": torch.arange(3), "b": 1.5})
+    payload = read_cache(path, "k")
+    assert payload is not None and torch.equal(payload["a"], torch.arange(3)) and payload["b"] == 1.5
+    assert [p.name for p in path.parent.iterdir()] == ["x.pt"]  # no temporary file left behind
+    assert read_cache(path, "other") is None
+
+
+def test_loading_and_training_leave_the_global_rng_alone(tmp_path):
+    before = torch.get_rng_state()
+    load_evaluator()
+    load_evaluator(cache_dir=tmp_path, config=ClassifierConfig(max_steps=2))
+    assert torch.equal(torch.get_rng_state(), before)
