@@ -1,0 +1,202 @@
+"""Sample-quality metrics of generated digits, all read through the frozen MNIST evaluator.
+
+Class coverage and balance come from the argmax histogram, sharpness from the classifier
+Inception Score, and fidelity/diversity from the evaluator's 128-d features: Fréchet distance
+and k-NN precision/recall (Kynkäänniemi et al. 2019) against the MNIST test set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .data import load_mnist, resolve_data_dir
+from .evaluator import Evaluator, check_images, data_checksum, digest, read_cache, write_cache
+
+log = logging.getLogger(__name__)
+
+K = 3  # neighbours of precision/recall, as in the paper
+# A digit is covered when its share reaches this fraction of the uniform share (1 % for 10 classes).
+MODE_FRACTION = 0.1
+CHUNK = 1024  # rows of a distance block: 1024 x 10,000 float32 is 40 MB
+METRICS_VERSION = "metrics/1"
+KEYS = ("fd", "modes", "kl_uniform", "is", "confidence", "precision", "recall", "class_counts")
+
+
+@dataclass(frozen=True)
+class RealStats:
+    """The reference side of the feature metrics: the MNIST test set through the evaluator."""
+
+    mu: torch.Tensor
+    """float64 (D,) feature mean."""
+    sigma: torch.Tensor
+    """float64 (D, D) feature covariance."""
+    features: torch.Tensor
+    """float32 (N, D) features of every test image."""
+    radii: torch.Tensor
+    """float32 (N,) distance of each test feature to its K-th nearest other test feature."""
+    key: str
+    """Cache key: the evaluator's key and the test data's checksum."""
+
+
+# Per evaluator, per data folder; weak so a dropped evaluator frees its statistics.
+_MEMO: weakref.WeakKeyDictionary[Evaluator, dict[str, RealStats]] = weakref.WeakKeyDictionary()
+
+
+def real_stats(evaluator: Evaluator, data_dir: str | os.PathLike | None = None) -> RealStats:
+    """Test-set statistics, computed once and cached in memory and next to the evaluator cache.
+
+    ``data_dir`` defaults to the folder the evaluator was loaded from.
+    """
+    folder = resolve_data_dir(data_dir) if data_dir is not None else evaluator.data_dir
+    memo = _MEMO.setdefault(evaluator, {})
+    if str(folder) in memo:
+        return memo[str(folder)]
+    test = load_mnist(folder, train=False)
+    key = digest(METRICS_VERSION, K, evaluator.key, data_checksum(test))
+    path = evaluator.cache_dir / "real-stats.pt"
+    payload = read_cache(path, key)
+    try:
+        stats = RealStats(**payload, key=key) if payload is not None else None
+    except TypeError:  # a payload with other fields: rebuild like any corrupt file
+        log.warning("cache file %s is corrupt (unexpected fields); rebuilding it", path)
+        stats = None
+    if stats is None:
+        _, feats = evaluator.predict(test.batch(torch.arange(len(test))))
+        mu, sigma = moments(feats)
+        stats = RealStats(mu.cpu(), sigma.cpu(), feats.cpu(), knn_radii(feats).cpu(), key)
+        write_cache(path, key, {"mu": stats.mu, "sigma": stats.sigma, "features": stats.features, "radii": stats.radii})
+    memo[str(folder)] = stats
+    return stats
+
+
+def score(images: torch.Tensor, evaluator: Evaluator, real: RealStats | None = None) -> dict[str, float | list[int]]:
+    """Every metric of ``images`` (float (N, 1, 28, 28) in [-1, 1]) against the MNIST test set.
+
+    Keys: ``fd``, ``modes``, ``kl_uniform``, ``is``, ``confidence``, ``precision``, ``recall``
+    and ``class_counts`` (images per predicted digit, a list of 10 ints).
+    """
+    check_images(images)
+    if images.shape[0] <= K:
+        raise ValueError(f"need more than {K} images to score, got {images.shape[0]}")
+    real = real if real is not None else real_stats(evaluator)
+    logits, feats = evaluator.predict(images)
+    counts = torch.bincount(logits.argmax(1), minlength=10).tolist()
+    mu, sigma = moments(feats)
+    dev = feats.device
+    precision, recall = precision_recall(real.features.to(dev), real.radii.to(dev), feats)
+    return {
+        "fd": frechet_distance(mu, sigma, real.mu.to(dev), real.sigma.to(dev)),
+        **class_metrics(counts),
+        **inception_score(logits),
+        "precision": precision,
+        "recall": recall,
+        "class_counts": counts,
+    }
+
+
+def floors(
+    evaluator: Evaluator, data_dir: str | os.PathLike | None = None, n: int = 10_000, seed: int = 0
+) -> dict[str, float | list[int]]:
+    """The metrics of real digits: ``n`` random training images scored like generated ones.
+
+    This is the best a generator can do at ``n`` samples (FD is not 0 even for real data).
+    The draw is random because MNIST's splits are ordered (the test set's first half is easier).
+    """
+    folder = resolve_data_dir(data_dir) if data_dir is not None else evaluator.data_dir
+    train = load_mnist(folder, train=True)
+    if not K < n <= len(train):
+        raise ValueError(f"n must be in {K + 1}..{len(train)}, got {n}")
+    real = real_stats(evaluator, folder)
+    key = digest(METRICS_VERSION, real.key, data_checksum(train), n, seed)
+    path = evaluator.cache_dir / f"floors-n{n}-seed{seed}.pt"
+    cached = read_cache(path, key)
+    if cached is not None and set(cached) == set(KEYS):
+        return cached
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    result = score(train.batch(idx), evaluator, real)
+    write_cache(path, key, result)
+    return result
+
+
+def class_metrics(counts: Sequence[int]) -> dict[str, float]:
+    """``modes`` (digits with at least 10 % of the uniform share) and ``kl_uniform``.
+
+    ``kl_uniform`` is KL(class histogram || uniform) in nats: 0 when balanced, ln C for one class.
+    """
+    total = sum(counts)
+    if total <= 0 or min(counts) < 0:
+        raise ValueError(f"class counts must be non-negative with a positive total, got {list(counts)}")
+    n_classes = len(counts)
+    modes = sum(c >= MODE_FRACTION * total / n_classes for c in counts)
+    kl = sum(c / total * math.log(c / total * n_classes) for c in counts if c > 0)
+    return {"modes": modes, "kl_uniform": max(kl, 0.0)}
+
+
+def inception_score(logits: torch.Tensor) -> dict[str, float]:
+    """Classifier Inception Score exp(E_x KL(p(y|x) || p(y))) and the mean max-probability."""
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    p = log_p.exp()
+    log_marginal = p.mean(0).log()
+    kl = (p * (log_p - log_marginal)).sum(1).mean()
+    return {"is": kl.exp().item(), "confidence": p.max(1).values.mean().item()}
+
+
+def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) covariance in float64."""
+    x = features.double()
+    mu = x.mean(0)
+    xc = x - mu
+    return mu, xc.T @ xc / (x.shape[0] - 1)
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64.
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2),
+    a symmetric PSD matrix: the eigen route gives a real answer with no imaginary round-off.
+    """
+    s1, s2 = sigma1.double(), sigma2.double()
+    w, v = torch.linalg.eigh(s1)
+    root1 = (v * w.clamp(min=0).sqrt()) @ v.T
+    inner = root1 @ s2 @ root1
+    tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    diff = mu1.double() - mu2.double()
+    return (diff @ diff + s1.trace() + s2.trace() - 2 * tr_covmean).clamp(min=0).item()
+
+
+def knn_radii(features: torch.Tensor, k: int = K) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row (itself excluded)."""
+    sq = features.pow(2).sum(1)
+    # ||b||^2 - 2 a.b ranks the rows of b like the squared distance; ||a||^2 is added after topk.
+    partial = [
+        torch.addmm(sq[None, :], chunk, features.T, alpha=-2).topk(k + 1, dim=1, largest=False).values[:, k]
+        for chunk in features.split(CHUNK)
+    ]
+    return (torch.cat(partial) + sq).clamp_(min=0).sqrt_()
+
+
+def precision_recall(
+    real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tensor, k: int = K
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019).
+
+    Precision: share of fakes inside some real k-NN ball; recall: share of reals inside some
+    fake k-NN ball. Both scan the fake x real distances in chunks, each test rearranged so one
+    ``addmm`` and one ``amin`` decide it: ||f - r||^2 <= rad^2  <=>  ||r||^2 - rad_r^2 - 2 f.r <= -||f||^2.
+    """
+    real_sq, fake_sq = real.pow(2).sum(1), fake.pow(2).sum(1)
+    fake_slack = fake_sq - knn_radii(fake, k).pow(2)
+    real_slack = (real_sq - real_radii.pow(2))[None, :]
+    inside: list[torch.Tensor] = []
+    nearest = torch.full_like(real_sq, math.inf)  # min over fakes of ||f||^2 - rad_f^2 - 2 f.r
+    for chunk, sq, slack in zip(fake.split(CHUNK), fake_sq.split(CHUNK), fake_slack.split(CHUNK)):
+        inside.append(torch.addmm(real_slack, chunk, real.T, alpha=-2).amin(1) <= -sq)
+        nearest = torch.minimum(nearest, torch.addmm(slack[:, None], chunk, real.T, alpha=-2).amin(0))
+    return torch.cat(inside).float().mean().item(), (nearest <= -real_sq).float().mean().item()
