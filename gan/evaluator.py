@@ -1,10 +1,10 @@
 """The MNIST classifier that scores generated digits: trained once, cached on disk, frozen.
 
 A small CNN (2.1 M multiply-adds per image) trained with batched random affine augmentation,
-batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy in under two CPU
-minutes and scores 10,000 images in about half a second on 2 cores. Its logits give classes,
-KL and the Inception Score; its 128-d penultimate layer is the feature space of the Fréchet
-distance and precision/recall.
+batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy after 1.5 minutes of
+training on 2 CPU cores and scores 10,000 images in under half a second there. Its logits give
+classes, KL and the Inception Score; its 128-d penultimate layer is the feature space of the
+Fréchet distance and precision/recall.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class ClassifierConfig:
     """How the evaluator is trained; every field is part of the cache key."""
 
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
+    batch_size: int = 256  # larger batches use 2 CPU cores better than 128 at equal accuracy
+    lr: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 5e-4
     max_rotation_deg: float = 10.0
