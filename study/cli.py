@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A scheduler's or `kill`'s SIGTERM stops a study as Ctrl-C does: the running trial is marked
+    # failed in both stores now, instead of staying RUNNING until the next run reconciles it.
+    signal.signal(signal.SIGTERM, _interrupt)
     import logging
 
     # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.

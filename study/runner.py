@@ -86,7 +86,7 @@ def make_sampler(spec: StudySpec, offset: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
 class RetryingGridSampler(optuna.samplers.GridSampler):

@@ -69,9 +69,11 @@ def mlflow_runs(workdir: Path, name: str):
 
 
 # -- kill -9 mid-trial, then the same command ----------------------------------------------------
-def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, after_complete: int) -> int:
+def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, after_complete: int,
+                    sig: signal.Signals = signal.SIGKILL) -> tuple[int, int]:
     """Start ``command``; once ``after_complete`` trials are COMPLETE and the next one is under
-    way (its MLflow run exists), kill -9 the process. Returns the killed trial's number."""
+    way (its MLflow run exists), send ``sig`` to the process. Returns the killed trial's number
+    and the process's exit code."""
     proc = subprocess.Popen([sys.executable, "-m", "study.cli", *command], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **ONE_THREAD})
     deadline = time.time() + 300
@@ -86,9 +88,8 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
                 done = sum(t.state.name == "COMPLETE" for t in trials)
                 running = [t for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
                 if done >= after_complete and running:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-                    return running[0].number
+                    os.killpg(proc.pid, sig)
+                    return running[0].number, proc.wait(timeout=60)
             time.sleep(0.2)
         raise AssertionError("no trial was running in time")
     finally:
@@ -108,7 +109,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
         points = [(o, r) for o in ("adam", "rmsprop") for r in (0.9, 1.0)]
     workdir = tmp_path / "gan-study-runs"
     command = ["run", str(spec), "--quiet"]
-    killed = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=1)
+    killed, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=1)
 
     again = cli(*command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -138,6 +139,20 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
 
     status = cli("status", "killed", cwd=tmp_path)
     assert status.returncode == 0 and "worker died" in status.stdout
+
+
+def test_sigterm_marks_the_running_trial_failed_in_both_stores_at_once(tmp_path):
+    spec = write_spec(tmp_path, name="stopped", trials=2)
+    workdir = tmp_path / "gan-study-runs"
+    stopped, code = _kill_mid_trial(["run", str(spec), "--quiet"], tmp_path, workdir, "stopped", after_complete=0,
+                                    sig=signal.SIGTERM)
+    assert code == 130
+    # no rerun: the process itself recorded the stop before it exited
+    trial = journal_study(workdir, "stopped").trials[stopped]
+    assert trial.state.name == "FAIL" and trial.user_attrs["reason"].startswith("interrupted")
+    client, runs = mlflow_runs(workdir, "stopped")
+    assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
 
 
 # -- divergence and out-of-memory, in process ------------------------------------------------------
