@@ -9,48 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
-
-import optuna
-import pytest
-import yaml
-from mlflow.tracking import MlflowClient
-
-TINY = {
-    "name": "tiny",
-    "objective": "fd",
-    "sampler": {"name": "random", "seed": 0},
-    "trials": 2,
-    "budget": {"steps": 60},
-    "evaluation": {"every": 30, "samples": 500, "final_samples": 1000},
-    "fixed": {"batch_size": 64},
-    "space": {"lr_g": {"low": 1.0e-4, "high": 1.0e-3, "log": True}},
-}
 
 
-def gan_study(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
-    )
-
-
-def write_spec(tmp_path: Path, **changes) -> Path:
-    path = tmp_path / f"{changes.get('name', 'tiny')}.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **changes}))
-    return path
-
-
-def study_of(workdir: Path, name: str) -> optuna.Study:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna.journal")))
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def runs_of(workdir: Path, name: str):
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name)
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+from tests.common import gan_study, journal_study, mlflow_runs, write_spec
 
 
 def test_specs_lists_the_builtins(tmp_path):
@@ -71,13 +32,13 @@ def test_two_trial_study_then_one_more(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "study tiny: 2 complete, 0 pruned, 0 failed" in first.stdout
     workdir = tmp_path / "gan-study-runs"
-    study = study_of(workdir, "tiny")
+    study = journal_study(workdir, "tiny")
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.value is not None and t.value > 0 for t in trials)
     assert all(t.user_attrs["metrics"]["modes"] >= 0 and "class_counts" not in t.user_attrs["metrics"] for t in trials)
 
-    client, runs = runs_of(workdir, "tiny")
+    client, runs = mlflow_runs(workdir, "tiny")
     parents = [r for r in runs if r.data.tags.get("gan_study.role") == "invocation"]
     children = [r for r in runs if r.data.tags.get("gan_study.role") == "trial"]
     assert len(parents) == 1 and len(children) == 2
@@ -98,8 +59,8 @@ def test_two_trial_study_then_one_more(tmp_path):
 
     again = gan_study("run", str(spec), "--trials", "3", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert [t.state.name for t in study_of(workdir, "tiny").get_trials()] == ["COMPLETE"] * 3
-    _, runs = runs_of(workdir, "tiny")
+    assert [t.state.name for t in journal_study(workdir, "tiny").get_trials()] == ["COMPLETE"] * 3
+    _, runs = mlflow_runs(workdir, "tiny")
     assert sum(r.data.tags.get("gan_study.role") == "trial" for r in runs) == 3
 
     status = gan_study("status", "tiny", "--json", cwd=tmp_path)
@@ -110,15 +71,12 @@ def test_two_trial_study_then_one_more(tmp_path):
 
 
 def test_grid_runs_each_point_once_and_a_rerun_adds_nothing(tmp_path):
-    spec = write_spec(tmp_path, name="grid", sampler="grid", budget={"steps": 20}, evaluation={"every": 100, "samples": 500, "final_samples": 500},
+    spec = write_spec(tmp_path, name="grid", sampler="grid", trials=None, budget={"steps": 20}, evaluation={"every": 100, "samples": 500, "final_samples": 500},
                       space={"optimizer": ["adam", "rmsprop"], "real_label": [1.0, 0.9]})
-    spec_data = yaml.safe_load(spec.read_text())
-    spec_data.pop("trials")
-    spec.write_text(yaml.safe_dump(spec_data))
     for _ in range(2):
         out = gan_study("run", str(spec), "--quiet", cwd=tmp_path)
         assert out.returncode == 0, out.stderr
-    trials = study_of(tmp_path / "gan-study-runs", "grid").get_trials()
+    trials = journal_study(tmp_path / "gan-study-runs", "grid").get_trials()
     points = sorted((t.params["optimizer"], t.params["real_label"]) for t in trials)
     assert points == sorted([("adam", 1.0), ("adam", 0.9), ("rmsprop", 1.0), ("rmsprop", 0.9)])
     assert all(t.state.name == "COMPLETE" for t in trials)
@@ -138,9 +96,9 @@ def test_two_jobs_finish_four_trials(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "database is locked" not in out.stderr
     workdir = tmp_path / "gan-study-runs"
-    trials = study_of(workdir, "jobs").get_trials()
+    trials = journal_study(workdir, "jobs").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
-    _, runs = runs_of(workdir, "jobs")
+    _, runs = mlflow_runs(workdir, "jobs")
     trial_runs = [r for r in runs if r.data.tags.get("gan_study.role") == "trial"]
     assert len(trial_runs) == 4 and {r.data.tags["optuna.trial_number"] for r in trial_runs} == {"0", "1", "2", "3"}
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2

@@ -25,47 +25,10 @@ from typing import Callable
 import optuna
 import pytest
 import torch
-import yaml
-from mlflow.tracking import MlflowClient
 
-TINY = {
-    "name": "tiny",
-    "objective": "fd",
-    "sampler": {"name": "random", "seed": 0},
-    "trials": 3,
-    "budget": {"steps": 60},
-    "evaluation": {"every": 30, "samples": 500, "final_samples": 500},
-    "fixed": {"batch_size": 64},
-    "space": {"lr_g": {"low": 1.0e-4, "high": 1.0e-3, "log": True}},
-}
+from tests.common import ONE_THREAD, TINY, gan_study, journal_study, mlflow_runs, write_spec
+
 ERROR_PREFIX = "gan-study: error:"
-# One torch thread per process: on 2 shared cores, two threads per process spin against the
-# other processes and make tiny trials several times slower.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **ONE_THREAD, **(env or {})})
-
-
-def write_spec(folder: Path, name: str = "tiny", **changes) -> Path:
-    path = folder / f"{name}.yaml"
-    data = {**TINY, "name": name, **changes}
-    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}))
-    return path
-
-
-def journal_study(workdir: Path, name: str) -> optuna.Study:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(workdir / "optuna.journal"))))
-
-
-def mlflow_runs(workdir: Path, name: str):
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name)
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 # -- kill -9 mid-trial, then the same command ----------------------------------------------------
@@ -111,7 +74,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
     command = ["run", str(spec), "--quiet"]
     killed, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=1)
 
-    again = cli(*command, cwd=tmp_path)
+    again = gan_study(*command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr
     trials = journal_study(workdir, "killed").get_trials()
@@ -137,7 +100,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
     invocations = sorted(r.info.status for r in runs if r.data.tags.get("gan_study.role") == "invocation")
     assert invocations == ["FINISHED", "KILLED"]
 
-    status = cli("status", "killed", cwd=tmp_path)
+    status = gan_study("status", "killed", cwd=tmp_path)
     assert status.returncode == 0 and "worker died" in status.stdout
 
 
@@ -430,7 +393,7 @@ def bad_input_results(tmp_path_factory):
         results[case.name] = (case, subprocess.CompletedProcess(case.args, code, out, err), befores[case.name], _snapshot(folder))
     cold = [c for c in CASES if c.name in COLD]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for case, result in zip(cold, pool.map(lambda c: cli(*c.args, cwd=folders[c.name], env=c.env, timeout=120), cold)):
+        for case, result in zip(cold, pool.map(lambda c: gan_study(*c.args, cwd=folders[c.name], env=c.env, timeout=120), cold)):
             results[f"{case.name} (cold)"] = (case, result, befores[case.name], _snapshot(folders[case.name]))
     results["_seconds"] = time.time() - started
     print(f"bad-input table: {len(CASES)} cases + {len(cold)} cold in {results['_seconds']:.1f} s")
