@@ -83,10 +83,10 @@ def make_sampler(spec: StudySpec, offset: int) -> optuna.samplers.BaseSampler:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, warn_independent_sampling=False)
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, multivariate=True)
 
 
 class RetryingGridSampler(optuna.samplers.GridSampler):
@@ -115,7 +115,7 @@ class RetryingGridSampler(optuna.samplers.GridSampler):
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if spec.pruner == "median":
         # The first warmup_evals evaluations of every trial never prune it.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.pruner_warmup_evals * spec.eval_every + 1)
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_evals * spec.eval_every + 1)
     if spec.pruner == "hyperband":  # max_resource: the last step the first trial reports
         return optuna.pruners.HyperbandPruner(min_resource=spec.eval_every, max_resource="auto")
     return optuna.pruners.NopPruner()
@@ -675,7 +675,8 @@ def worker_loop(
     runner = TrialRunner(spec, opts, parent_run_id, progress, evaluation)
     failures, told = 0, False
     while True:
-        with _reconcile_lock(opts.stores):
+        # One worker at a time fails stale trials and enqueues retries (no double retries).
+        with opts.stores.lock("reconcile", when=opts.stores.embedded):
             retry(lambda: reconcile(study, opts.stores))  # rides out a database or server restart
         trials = study.get_trials(deepcopy=False)
         queued = any(t.state == TrialState.WAITING and not t.user_attrs.get("surplus") for t in trials)
@@ -717,22 +718,6 @@ def _may_take_over(t: FrozenTrial, stores: Stores) -> bool:
         return True
     worker = t.user_attrs.get("worker")
     return worker is None or worker.get("host") == socket.gethostname()
-
-
-@contextlib.contextmanager
-def _reconcile_lock(stores: Stores):
-    """One worker at a time fails stale trials and enqueues retries (no double retries)."""
-    if not stores.embedded:
-        yield
-        return
-    import fcntl
-
-    with open(stores.workdir / ".reconcile.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _worker_entry(spec: StudySpec, opts: RunOptions, parent_run_id: str | None, index: int) -> None:

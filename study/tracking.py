@@ -7,6 +7,7 @@ Embedded defaults keep everything under one work folder (no server):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -164,10 +165,27 @@ class Stores:
 
         return MlflowClient(tracking_uri=self.tracking_uri)
 
+    @contextlib.contextmanager
+    def lock(self, name: str, when: bool = True):
+        """An exclusive lock between the processes sharing the work folder (a no-op unless ``when``)."""
+        if not when:
+            yield
+            return
+        import fcntl
+
+        with open(self.workdir / f".{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     def check_tracking(self) -> None:
-        """Fail early, with one line, when the tracking store cannot be reached."""
+        """Fail early, with one line, when the tracking store cannot be reached.
+
+        The first call on a new SQLite store creates its tables: processes starting together on
+        one work folder take turns, as two schema migrations of one file collide.
+        """
         try:
-            retry(lambda: self.mlflow().search_experiments(max_results=1), attempts=2)
+            with self.lock("mlflow-setup", when=self.tracking_uri.startswith("sqlite:")):
+                retry(lambda: self.mlflow().search_experiments(max_results=1), attempts=2)
         except Exception as exc:
             raise StoreError(f"cannot reach the MLflow tracking store {mask_url(self.tracking_uri)}: {_first_line(exc)}") from exc
 

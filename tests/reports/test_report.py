@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.common import gan_study, journal_study
+
 
 EVAL = {"every": 15, "samples": 500, "final_samples": 1000}
 SWEEP = {
@@ -43,19 +45,6 @@ MIXED = {
 }
 
 
-def gan_study(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
-    )
-
-
-def journal_study(workdir: Path, name: str):
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(workdir / "optuna.journal"))))
-
-
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     """Stores holding the 'sweep' and 'mixed' studies (both run at once: 'mixed' trains one run)."""
@@ -68,12 +57,9 @@ def workdir(tmp_path_factory) -> Path:
         path = root / f"{spec['name']}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         command = [sys.executable, "-m", "study.cli", "run", str(path), "--workdir", str(work), "--quiet"]
+        # Started together on a new work folder: the two processes also prove that setting up one
+        # MLflow SQLite store at once works (they take turns on its schema migration).
         procs.append(subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()))
-        # Two processes creating one MLflow SQLite database race on its schema migration: start
-        # the second once the first has written an artifact (its database is set up by then).
-        deadline = time.monotonic() + 300
-        while not any((work / "mlartifacts").rglob("*.yaml")) and procs[0].poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
