@@ -104,8 +104,12 @@ class StudySpec:
     objectives: tuple[Objective, ...] = (Objective("fd", "minimize"),)
     sampler: str = "tpe"
     sampler_seed: int = 0
+    sampler_startup_trials: int = 10
+    """TPE and CMA-ES: the first trials are sampled at random (Optuna's n_startup_trials)."""
     pruner: str = "none"
     pruner_warmup_evals: int = 1
+    pruner_startup_trials: int = 3
+    """Median pruner: no trial is pruned until this many trials have completed."""
     trials: int = 10
     budget: float = 1000
     budget_unit: str = "steps"
@@ -204,8 +208,10 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise SpecError(f"{where}: name must be a word of letters, digits, '_', '.', '-'; got name={name!r}")
     objectives = _objectives(raw.get("objective", "fd"))
-    sampler, sampler_seed = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS, {"seed": 0})
-    pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS, {"warmup_evals": 1})
+    sampler, sampler_opts = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS, {"seed": 0, "startup_trials": 10})
+    _only_for(raw, "sampler", "startup_trials", sampler, ("tpe", "cmaes"))
+    pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS, {"warmup_evals": 1, "startup_trials": 3})
+    _only_for(raw, "pruner", "startup_trials", pruner, ("median",))
     budget, unit = _budget(raw.get("budget", {"steps": 1000}))
     evaluation = _mapping(raw.get("evaluation", {}), "evaluation", {"every": 500, "samples": 2000, "final_samples": 10000})
     for key, value in evaluation.items():
@@ -251,9 +257,11 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         description=str(raw.get("description", "")),
         objectives=objectives,
         sampler=sampler,
-        sampler_seed=sampler_seed["seed"],
+        sampler_seed=sampler_opts["seed"],
+        sampler_startup_trials=sampler_opts["startup_trials"],
         pruner=pruner,
         pruner_warmup_evals=pruner_opts["warmup_evals"],
+        pruner_startup_trials=pruner_opts["startup_trials"],
         trials=trials,
         budget=budget,
         budget_unit=unit,
@@ -286,6 +294,11 @@ def _mapping(value: Any, key: str, defaults: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"{key}: unknown key(s) {unknown}; allowed: {', '.join(defaults)}")
     return {**defaults, **value}
+
+
+def _only_for(raw: dict[str, Any], key: str, option: str, name: str, names: tuple[str, ...]) -> None:
+    if isinstance(raw.get(key), dict) and option in raw[key] and name not in names:
+        raise SpecError(f"{key}.{option} applies to {' and '.join(names)}, not {key}={name!r}: remove it")
 
 
 def _named(value: Any, key: str, allowed: tuple[str, ...], defaults: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -59,6 +59,9 @@ def test_scientific_notation_reads_as_numbers(tmp_path):
         ({"objective": ["fd", "train_seconds"], "pruner": "median"}, "cannot act on a multi-objective study"),
         ({"objective": "train_seconds", "pruner": "median"}, "is not measured during training"),
         ({"sweep": {"factors": {"optimizer": ["adam"]}}}, "use either space .* or sweep"),
+        ({"sampler": {"name": "random", "startup_trials": 4}}, "sampler.startup_trials applies to tpe and cmaes, not sampler='random'"),
+        ({"pruner": {"name": "hyperband", "startup_trials": 4}}, "pruner.startup_trials applies to median, not pruner='hyperband'"),
+        ({"pruner": {"name": "median", "startup_trials": -1}}, "pruner.startup_trials must be an int >= 0"),
     ],
 )
 def test_invalid_specs_name_the_key_and_value(change, message):
@@ -85,3 +88,13 @@ def test_grid_size_and_trials_override():
     with pytest.raises(SpecError, match="exceeds the grid of 6 points"):
         spec.with_trials(7)
     assert yaml.safe_dump(spec.source)
+
+
+def test_startup_trials_reach_the_sampler_and_the_pruner():
+    from study.runner import make_pruner, make_sampler
+
+    spec = parse_spec({**BASE, "sampler": {"name": "tpe", "startup_trials": 4}, "pruner": {"name": "median", "startup_trials": 2}})
+    assert make_sampler(spec, offset=0)._n_startup_trials == 4
+    assert make_pruner(spec)._n_startup_trials == 2
+    default = parse_spec(BASE)
+    assert (default.sampler_startup_trials, default.pruner_startup_trials) == (10, 3)  # Optuna's TPE default; ours for the pruner
