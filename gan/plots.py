@@ -27,8 +27,8 @@ def labelled_samples(images: torch.Tensor, labels: Sequence[int], path: str | os
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i].squeeze(0).cpu(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_title(f"pred {int(labels[i])}", fontsize=8)
+            ax.imshow(images[i].squeeze(0).float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.text(0.5, -0.06, f"pred {int(labels[i])}", transform=ax.transAxes, ha="center", va="top", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
