@@ -37,6 +37,18 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out.transpose(1, 2).reshape(b, c, h, w)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with its mask drawn as ``rand < keep``: the same Bernoulli mask and 1/keep
+    scaling, but CPU's ``bernoulli_`` took 16 % of an MLP step and 28 % of a DCGAN step; this
+    mask trains the MLP 14 % and the DCGAN 41 % faster on 2 cores (benchmarks.profile_step)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * (torch.rand_like(x) < keep).to(x.dtype).mul_(1.0 / keep)
+
+
 def _act() -> nn.Module:
     return nn.LeakyReLU(0.2, inplace=True)
 
@@ -65,7 +77,7 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         width = IMAGE_PIXELS
         for hidden in cfg.d_hidden:
-            layers += [nn.Linear(width, hidden), _act(), nn.Dropout(cfg.d_dropout)]
+            layers += [nn.Linear(width, hidden), _act(), Dropout(cfg.d_dropout)]
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -103,10 +115,10 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, cfg: TrainConfig, attention: bool):
         super().__init__()
         c1, c2 = cfg.d_channels
-        layers: list[nn.Module] = [nn.Conv2d(1, c1, 3, 2, 1), _act(), nn.Dropout(cfg.d_dropout)]
+        layers: list[nn.Module] = [nn.Conv2d(1, c1, 3, 2, 1), _act(), Dropout(cfg.d_dropout)]
         if attention:  # before the last conv layer, on 14 x 14 maps
             layers.append(SelfAttention(c1))
-        layers += [nn.Conv2d(c1, c2, 3, 2, 1), _act(), nn.Dropout(cfg.d_dropout), nn.Flatten()]
+        layers += [nn.Conv2d(c1, c2, 3, 2, 1), _act(), Dropout(cfg.d_dropout), nn.Flatten()]
         layers.append(nn.Linear(c2 * 7 * 7, 1))
         self.net = nn.Sequential(*layers)
 

@@ -45,3 +45,17 @@ def test_spectral_norm_and_attention_are_where_asked():
     assert "SelfAttention" in names_g and "SelfAttention" not in [type(m).__name__ for m in D.modules()]
     assert any("parametrizations" in n for n, _ in D.named_parameters())
     assert not any("parametrizations" in n for n, _ in G.named_parameters())
+
+
+def test_dropout_zeroes_p_of_the_units_keeps_the_mean_and_is_off_in_eval():
+    from gan.models import Dropout
+
+    drop = Dropout(0.4)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.4) < 0.01
+    assert abs(float(y.mean()) - 1.0) < 0.02 and torch.allclose(y.unique(), torch.tensor([0.0, 1 / 0.6]))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through the kept units, scaled alike
+    drop.eval()
+    assert drop(x) is x
