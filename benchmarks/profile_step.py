@@ -3,7 +3,7 @@
     python -m benchmarks.profile_step --batch 256 --steps 100 [--arch dcgan] [--table]
 
 Self CPU time of every aten op, summed into: matmuls (mm, addmm, convolutions and their
-backward), dropout's random masks (bernoulli_), the optimizer kernel, copies (addmm's bias
+backward), dropout's random masks (uniform_ and the compare; bernoulli_ before ddb67d6), the optimizer kernel, copies (addmm's bias
 broadcast, the real batch into D's input buffer, fakes), and everything else (activations,
 losses, autograd bookkeeping). Profiling adds per-op overhead, so shares matter here, not
 absolute rates.
@@ -24,7 +24,7 @@ from gan import TrainConfig
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward",
                "aten::_convolution", "aten::slow_conv_transpose2d"),
-    "dropout masks (bernoulli_)": ("aten::bernoulli_",),
+    "dropout masks (draw, compare)": ("aten::bernoulli_", "aten::uniform_", "aten::lt"),
     "optimizer": ("aten::_fused_adam_", "aten::_fused_sgd_", "aten::_foreach_"),
     "copies": ("aten::copy_", "aten::index_select", "aten::cat"),
 }
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.arch} batch {args.batch}, {args.steps} steps, {torch.get_num_threads()} threads: "
           f"{whole / args.steps / 1e3:.2f} ms of aten ops per step")
     for group, us in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {group:28s} {100 * us / whole:5.1f} %  {us / args.steps / 1e3:6.2f} ms/step")
+        print(f"  {group:30s} {100 * us / whole:5.1f} %  {us / args.steps / 1e3:6.2f} ms/step")
     if args.table:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     return 0
