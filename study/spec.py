@@ -208,9 +208,12 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise SpecError(f"{where}: name must be a word of letters, digits, '_', '.', '-'; got name={name!r}")
     objectives = _objectives(raw.get("objective", "fd"))
-    sampler, sampler_opts = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS, {"seed": 0, "startup_trials": 10})
+    # Option defaults are the StudySpec field defaults (one place for each).
+    sampler, sampler_opts = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS,
+                                   {"seed": StudySpec.sampler_seed, "startup_trials": StudySpec.sampler_startup_trials})
     _only_for(raw, "sampler", "startup_trials", sampler, ("tpe", "cmaes"))
-    pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS, {"warmup_evals": 1, "startup_trials": 3})
+    pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS,
+                                 {"warmup_evals": StudySpec.pruner_warmup_evals, "startup_trials": StudySpec.pruner_startup_trials})
     _only_for(raw, "pruner", "startup_trials", pruner, ("median",))
     budget, unit = _budget(raw.get("budget", {"steps": 1000}))
     evaluation = _mapping(raw.get("evaluation", {}), "evaluation", {"every": 500, "samples": 2000, "final_samples": 10000})
