@@ -243,7 +243,9 @@ def _pdf_table(pdf, b: Table, FontFace) -> None:
     with pdf.table(
         first_row_as_headings=headed,
         col_widths=tuple(lengths),
-        width=sum(lengths),
+        # col_widths are relative: a table shrunk to the page width can exceed it by rounding,
+        # which fpdf2 refuses
+        width=min(sum(lengths), pdf.epw),
         align="LEFT",
         line_height=size * 0.48,
         text_align=tuple("RIGHT" if n else "LEFT" for n in numeric),
