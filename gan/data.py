@@ -6,6 +6,7 @@ the fly, which keeps the data on the GPU and the training loop free of host work
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,13 @@ def load_mnist(
     except RuntimeError as missing:
         if not download:
             raise DataError(_missing_message(raw)) from missing
+        created = [p for p in (raw, raw.parent, root) if not p.exists()]  # deepest first
         try:
             ds = torchvision.datasets.MNIST(str(root), train=train, download=True)
         except Exception as failed:
+            for folder in created:  # no empty folders left behind by a failed download
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise DataError(f"{_missing_message(raw)} (download failed: {_first_line(failed)})") from failed
     except Exception as corrupt:  # torchvision's IDX reader fails on wrong magic / short files
         raise DataError(

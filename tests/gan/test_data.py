@@ -22,6 +22,16 @@ def test_missing_folder_names_the_expected_folder(tmp_path):
         load_mnist(tmp_path, download=False)
 
 
+def test_failed_download_is_a_clear_error_and_leaves_no_folders(tmp_path, monkeypatch):
+    import torchvision
+
+    # a real download attempt, from a mirror that refuses connections (port 9, nothing listens)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(DataError, match=r"MNIST not found: .* \(download failed: "):
+        load_mnist(tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("damage", ["wrong_magic", "truncated"])
 def test_corrupt_files_are_a_clear_error(tmp_path, data_dir, damage):
     raw = tmp_path / "MNIST" / "raw"
