@@ -47,16 +47,37 @@ def test_spectral_norm_and_attention_are_where_asked():
     assert not any("parametrizations" in n for n, _ in G.named_parameters())
 
 
-def test_dropout_zeroes_p_of_the_units_keeps_the_mean_and_is_off_in_eval():
+@pytest.mark.parametrize("p", [0.3, 0.4, 0.5])
+def test_dropout_zeroes_p_of_the_units_keeps_the_mean_and_is_off_in_eval(p):
     from gan.models import Dropout
 
-    drop = Dropout(0.4)
-    x = torch.ones(200_000, requires_grad=True)
+    drop = Dropout(p)
+    x = torch.ones(400_000, requires_grad=True)
     y = drop(x)
     kept = y.detach()
-    assert abs(float((kept == 0).float().mean()) - 0.4) < 0.01
-    assert abs(float(kept.mean()) - 1.0) < 0.02 and torch.allclose(kept.unique(), torch.tensor([0.0, 1 / 0.6]))
+    # The keep probability is rounded to a multiple of 1/65536 and the scale is its inverse.
+    keep = round((1 - p) * 65536) / 65536
+    assert abs(keep - (1 - p)) < 8e-6
+    assert abs(float((kept == 0).float().mean()) - p) < 0.005
+    assert abs(float(kept.mean()) - 1.0) < 0.01
+    assert torch.equal(kept.unique(), torch.tensor([0.0, 1 / keep]))
     y.sum().backward()
     assert torch.equal(x.grad, kept)  # gradient flows through the kept units, scaled alike
     drop.eval()
     assert drop(x) is x
+
+
+def test_dropout_masks_follow_the_seed_and_fit_any_shape():
+    from gan.models import Dropout
+
+    drop = Dropout(0.5)
+    x = torch.ones(3, 5, 7)  # 105 units: not a multiple of the four drawn per 64 random bits
+    torch.manual_seed(7)
+    first, second = drop(x), drop(x)
+    torch.manual_seed(7)
+    assert first.shape == x.shape and torch.equal(drop(x), first)
+    assert not torch.equal(first, second)
+    # Neighbouring units come from different 16-bit slices of a draw: no lane is biased.
+    masks = torch.stack([drop(torch.ones(4000)) == 0 for _ in range(50)]).float()
+    lane_rates = masks.view(50, 1000, 4).mean(dim=(0, 1))
+    assert torch.all((lane_rates - 0.5).abs() < 0.02), lane_rates
