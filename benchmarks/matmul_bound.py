@@ -1,7 +1,7 @@
 """The matmul-only ceiling: the step's own matrix products, replayed alone.
 
 One step of ``gan.train`` is run under a dispatch mode that records every ``aten.mm`` /
-``aten.addmm`` / convolution call with its shapes and strides (transposed operands as
+``aten.addmm`` / convolution call with its shapes, strides and dtype (transposed operands as
 autograd passes them). Replaying just those calls on random tensors, back to back, times the
 matmul work of a step with nothing else in the way: no element-wise ops, no optimizer, no
 Python. Images per second at that rate is the most any loop can reach with this BLAS at these
@@ -33,7 +33,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _MATMULS:
-            spec = [(tuple(a.shape), a.stride()) if isinstance(a, torch.Tensor) else a for a in args]
+            spec = [(tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
             self.calls.append((func, spec, dict(kwargs)))
         return func(*args, **kwargs)
 
@@ -50,10 +50,10 @@ def _materialise(calls: list[tuple]) -> list[tuple]:
     for func, spec, kwargs in calls:
         args = []
         for a in spec:
-            if isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], tuple):
-                shape, stride = a
+            if isinstance(a, tuple) and len(a) == 3 and isinstance(a[2], torch.dtype):
+                shape, stride, dtype = a
                 storage = sum((s - 1) * st for s, st in zip(shape, stride)) + 1
-                args.append(torch.randn(storage).as_strided(shape, stride))
+                args.append(torch.randn(storage, dtype=dtype).as_strided(shape, stride))
             else:
                 args.append(a)
         out.append((func, args, kwargs))

@@ -42,6 +42,8 @@ from .seed_style import mnist_dataset, train_seed_style
 
 MLP_BATCHES = (64, 256, 512)
 GEMM_N = 2048
+# A row's roofline is the GEMM rate in the precision its matmuls run in.
+GEMM_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -77,10 +79,10 @@ def _own_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def gemm_flops(n: int = GEMM_N, reps: int = 8) -> float:
-    """FLOP/s of an n x n x n float32 matmul: the best of ``reps`` timed products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def gemm_flops(n: int = GEMM_N, reps: int = 8, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype``: the best of ``reps`` timed products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
     for _ in range(2):
         torch.mm(a, b, out=out)
     best = math.inf
@@ -158,7 +160,7 @@ def measure(name: str, cfg: TrainConfig, data, dataset, steps: int, rounds: int,
     calls = record(lambda: gan.train(cfg.replace(budget=1), data))
     for r in range(rounds):
         with OtherLoad() as load:
-            gemm.append(gemm_flops())
+            gemm.append(gemm_flops(dtype=GEMM_DTYPE[cfg.precision]))
             ceiling.append(cfg.batch_size * cfg.d_steps / replay_seconds(calls, reps=10 if cfg.arch == "mlp" else 2))
             images, seconds = train_seed_style(cfg, dataset, steps)
             seed.append(images / seconds)
@@ -316,6 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="interleaved rounds per config, best kept (default 3; quick 2)")
     p.add_argument("--batches", default=",".join(map(str, MLP_BATCHES)), help="MLP batch sizes (default 64,256,512)")
     p.add_argument("--no-dcgan", action="store_true", help="skip the DCGAN row")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows (MLP batch 256, DCGAN)")
     p.add_argument("--mlflow-steps", type=int, help="steps of the logged trial (default 2000; quick 600)")
     p.add_argument("--skip-score", action="store_true", help="skip the 10,000-sample scoring time")
     p.add_argument("--skip-mlflow", action="store_true", help="skip the MLflow logging overhead")
@@ -348,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                for b in batches]
     if not args.no_dcgan:
         configs.append(("dcgan_bs64", TrainConfig(arch="dcgan", batch_size=64, device="cpu"), dcgan_steps))
+    if not args.no_bf16:
+        configs += [(f"{name}_bf16", cfg.replace(precision="bf16"), steps) for name, cfg, steps in configs
+                    if name in ("mlp_bs256", "dcgan_bs64")]
 
     # The FLOP formula, checked once against torch's own counter on one step of gan.train.
     for name, cfg, _ in {c[0]: c for c in (configs[0], configs[-1])}.values():

@@ -95,7 +95,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto picks cuda when available."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16 autocast (CUDA only) or full fp32."""
+    """fp32, or bf16 autocast: matmuls and convolutions in bfloat16; weights, optimizer state and
+    losses stay fp32. Faster where the hardware multiplies bf16 natively (Intel AMX CPUs, CUDA
+    GPUs since Ampere): 1.4x for batch 256 on this project's CPU, but not at batch 64
+    (docs/performance.md); CPUs without native bf16 run it slower."""
     compile: bool = False
     """torch.compile the networks (pays off on CUDA for long runs)."""
 
@@ -146,8 +149,6 @@ class TrainConfig:
                 f"real_label={self.real_label} (label smoothing) applies to losses {', '.join(TARGET_LOSSES)}, "
                 f"not loss={self.loss!r}: set real_label=1.0"
             )
-        if self.precision == "bf16" and self.device == "cpu":
-            raise ConfigError("precision='bf16' is autocast on CUDA only: use precision='fp32' with device='cpu'")
 
     # -- derived values -------------------------------------------------------------------
     def total_steps(self, n_train: int) -> int:

@@ -15,9 +15,10 @@ def _pixel_gap(images: torch.Tensor, real: torch.Tensor) -> float:
     return float((images.mean() - real.mean()).abs() + (images.std() - real.std()).abs())
 
 
-def test_six_hundred_steps_move_samples_toward_the_data(data):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_six_hundred_steps_move_samples_toward_the_data(data, precision):
     real = data.batch(torch.arange(2000))
-    cfg = TrainConfig(budget=600, batch_size=64, device="cpu")
+    cfg = TrainConfig(budget=600, batch_size=64, device="cpu", precision=precision)
     untrained_gap = None
 
     def check_start(point):
@@ -39,6 +40,15 @@ def test_same_seed_same_losses_other_seed_other_losses(data):
     other = train(cfg.replace(seed=1), data)
     assert first.history == second.history
     assert first.history["g_loss"] != other.history["g_loss"]
+
+
+def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(data):
+    cfg = TrainConfig(budget=30, batch_size=32, device="cpu")
+    full, mixed = train(cfg, data), train(cfg.replace(precision="bf16"), data)
+    assert mixed.history["d_loss"] != full.history["d_loss"]  # the matmuls really ran in bf16
+    assert max(abs(a - b) for a, b in zip(mixed.history["d_loss"], full.history["d_loss"])) < 0.1
+    assert all(p.dtype == torch.float32 for p in [*mixed.generator.parameters(), *mixed.discriminator.parameters()])
+    assert mixed.history == train(cfg.replace(precision="bf16"), data).history  # still seeded
 
 
 def test_callbacks_get_every_step_once_and_eval_points(data):
