@@ -1,6 +1,6 @@
 """Training throughput of gan-study against the classic loop and the machine's matmul roofline.
 
-    python -m benchmarks.throughput            # full run, a few minutes on 2 CPU cores
+    python -m benchmarks.throughput            # full run, about 8 minutes on 2 CPU cores
     python -m benchmarks.throughput --quick    # about two minutes
 
 For the MLP GAN at batch 64, 256 and 512 and the DCGAN at batch 64 it prints, measured in the
@@ -13,6 +13,8 @@ kept, so that load from other processes on a shared machine hurts all three alik
 round also reports how much CPU other processes took meanwhile (trust rows near 0 %).
 "matmul-only %" is the ceiling of benchmarks/matmul_bound.py: the step's own matrix products
 replayed back to back, as a % of the roofline.
+Rows ending in _bf16 train with precision="bf16" (autocast) against the same fp32 seed-style
+loop; their roofline and ceiling are measured in bf16.
 Then: the time to score 10,000 samples with every metric, and the cost of MLflow logging in
 a trial. The last line is ``mlp_bs256 speedup_vs_seed_style=X.XX roofline_pct=YY.Y``.
 """
