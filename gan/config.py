@@ -97,8 +97,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """fp32, or bf16 autocast: matmuls and convolutions in bfloat16; weights, optimizer state and
     losses stay fp32. Faster where the hardware multiplies bf16 natively (Intel AMX CPUs, CUDA
-    GPUs since Ampere): 1.4x for batch 256 on this project's CPU, but not at batch 64
-    (docs/performance.md); CPUs without native bf16 run it slower."""
+    GPUs since Ampere): 1.2-1.4x for the MLP at batch 256 and the DCGAN on this project's CPU,
+    not at batch 64 (docs/performance.md); CPUs without native bf16 run it slower."""
     compile: bool = False
     """torch.compile the networks (pays off on CUDA for long runs)."""
 
