@@ -51,6 +51,14 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(data):
     assert mixed.history == train(cfg.replace(precision="bf16"), data).history  # still seeded
 
 
+def test_compile_option_trains_the_compiled_networks(data):
+    # compile=True is meant for CUDA; on CPU it must still train (inductor's C++ backend).
+    result = train(TrainConfig(budget=10, batch_size=32, device="cpu", compile=True), data)
+    assert len(result.history["d_loss"]) == 10
+    assert all(torch.isfinite(torch.tensor(result.history[k])).all() for k in ("d_loss", "g_loss"))
+    assert generate(result.generator, 4).shape == (4, 1, 28, 28)
+
+
 def test_callbacks_get_every_step_once_and_eval_points(data):
     blocks, evals = [], []
     cfg = TrainConfig(budget=23, batch_size=16, device="cpu")
