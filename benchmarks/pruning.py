@@ -25,6 +25,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import gan
+from gan.config import resolve_device
 from study.runner import RunOptions, load_evaluation, run_study
 from study.spec import StudySpec, load_spec
 from study.tracking import Stores
@@ -56,7 +57,7 @@ def run(spec: StudySpec, workdir: Path, device: str) -> dict:
 def seed_values(best: FrozenTrial, spec: StudySpec, seeds: int, device: str) -> list[float]:
     """The objective of the best configuration for seeds 0..seeds-1 (seed 0 is the trial itself)."""
     metric = spec.objectives[0].metric
-    evaluation = load_evaluation(None, gan.TrainConfig(device=device).resolved_device())
+    evaluation = load_evaluation(None, resolve_device(device))
     base = gan.TrainConfig.from_dict(best.user_attrs["config"])
     values = [best.value]
     for seed in range(base.seed + 1, base.seed + seeds):

@@ -160,11 +160,7 @@ class TrainConfig:
 
     def resolved_device(self) -> torch.device:
         """The device to train on; an error when cuda is asked for and absent."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device='cuda' but no CUDA device is available: use device='auto' or 'cpu'")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists)."""
@@ -183,6 +179,16 @@ class TrainConfig:
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (cuda when available), ``cpu`` or ``cuda``; an error when cuda is absent."""
+    _choice("device", device, DEVICES)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but no CUDA device is available: use device='auto' or 'cpu'")
+    return torch.device(device)
 
 
 def _is_int(value: Any) -> bool:

@@ -122,8 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
     import gan
+    from gan.config import resolve_device
 
-    gan.TrainConfig(device=args.device).resolved_device()  # --device cuda without CUDA: fail now
+    resolve_device(args.device)  # --device cuda without CUDA: fail now
     stores = _stores(args)
     stores.check()  # unreachable servers, an unusable work folder: fail before anything is written
     _check_idx_files(args.data_dir)

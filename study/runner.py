@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import gan
 from gan import metrics as gm
+from gan.config import resolve_device
 from gan.errors import GanStudyError
 from gan.evaluator import load_evaluator
 from gan.losses import realness
@@ -381,7 +382,7 @@ class TrialRunner:
         self.spec, self.opts, self.parent_run_id = spec, opts, parent_run_id
         self.client = opts.stores.mlflow()
         self.experiment_id = opts.stores.experiment_id(opts.study_name)
-        self.device = gan.TrainConfig(device=opts.device).resolved_device()
+        self.device = resolve_device(opts.device)
         self.evaluation = evaluation or load_evaluation(opts.data_dir, self.device)
         self.progress = progress
         self.last: tuple[str, str | None] | None = None
@@ -762,7 +763,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     stores.check()
     # Before the stores exist: a missing or corrupt dataset fails here, and an evaluator that
     # must be trained is trained once (worker processes then read it from the cache).
-    evaluation = load_evaluation(opts.data_dir, gan.TrainConfig(device=opts.device).resolved_device())
+    evaluation = load_evaluation(opts.data_dir, resolve_device(opts.device))
     stores.prepare()
     stores.check_tracking()
     study = open_study(spec, opts)
