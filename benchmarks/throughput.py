@@ -198,7 +198,7 @@ def measure_score(generator, data_dir, log) -> dict[str, float]:
 def _async_curve_logger():
     """The study's CurveLogger as it was before 2026-11-23: MLflow's asynchronous log_batch for
     every records block (kept here as the comparison that made the study flush in batches)."""
-    from study.runner import MLFLOW_BATCH, CurveLogger
+    from study.runs import MLFLOW_BATCH, CurveLogger
 
     @dataclass
     class AsyncCurveLogger(CurveLogger):
@@ -224,7 +224,8 @@ def measure_mlflow(data, steps: int, batch: int, rounds: int, log) -> dict:
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from study.runner import MAX_CURVE_POINTS, CurveLogger
+    from study.objective import MAX_CURVE_POINTS
+    from study.runs import CurveLogger
     from study.tracking import Stores
 
     cfg = TrainConfig(batch_size=batch, budget=steps, device="cpu")

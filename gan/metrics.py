@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,94 @@ K = 3  # neighbours of precision/recall, as in the paper
 MODE_FRACTION = 0.1
 CHUNK = 1024  # rows of a distance block: 1024 x 10,000 float32 is 40 MB
 METRICS_VERSION = "metrics/1"
+
+
+# -- the metric registry ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricInfo:
+    """What every layer needs to know of one metric: the spec's objective choices and default
+    directions, the pruner's check, ``status``, the leaderboard, the findings and the labels all
+    read it from :data:`METRICS`.
+    """
+
+    name: str
+    label: str
+    direction: str | None
+    """'minimize' or 'maximize': which way is better (the objective's default); None where
+    neither is (e.g. D's accuracy on generated samples)."""
+    unit: str = ""
+    kind: str = "score"
+    """'score': measured by the evaluator at every evaluation and at the end (a pruner can act
+    on it); 'run': known at the end of training; 'curve': recorded at every training step."""
+    shown: bool = True
+    """A leaderboard column, a ``status`` column and a finding of the reports."""
+    compute: Callable[[ScoreInputs], float] | None = None
+    """For metrics added by users: the value from what :func:`score` computed. Built-in scores
+    are computed together in :func:`score` (several share one pass over the features)."""
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What :func:`score` has computed before its metrics: a registered ``compute`` reads it."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    real: RealStats
+    class_counts: list[int]
+
+
+METRICS: dict[str, MetricInfo] = {}
+"""Every metric gan-study knows, in display order. Add one with :func:`register`."""
+KINDS = ("score", "run", "curve")
+
+
+def register(info: MetricInfo) -> MetricInfo:
+    """Add (or replace) a metric; everything downstream reads the registry when it runs."""
+    if info.direction not in ("minimize", "maximize", None):
+        raise ValueError(f"direction must be 'minimize', 'maximize' or None, got {info.direction!r}")
+    if info.kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {info.kind!r}")
+    METRICS[info.name] = info
+    return info
+
+
+def metrics_of(*kinds: str, shown: bool | None = None) -> list[MetricInfo]:
+    """Registered metrics of the given kinds (all kinds if none), in registry order."""
+    return [m for m in METRICS.values() if (not kinds or m.kind in kinds) and (shown is None or m.shown == shown)]
+
+
+def label(name: str) -> str:
+    """The human label of a metric, with its unit (its name when it is not registered)."""
+    info = METRICS.get(name)
+    if info is None:
+        return name
+    return f"{info.label} ({info.unit})" if info.unit else info.label
+
+
+for _info in (
+    MetricInfo("fd", "Fréchet distance (evaluator features)", "minimize"),
+    MetricInfo("modes", "digits covered (of 10)", "maximize"),
+    MetricInfo("kl_uniform", "KL(class histogram ‖ uniform) (nats)", "minimize"),
+    MetricInfo("is", "classifier Inception Score", "maximize"),
+    MetricInfo("confidence", "mean max class probability", "maximize", shown=False),
+    MetricInfo("precision", "precision (k=3)", "maximize"),
+    MetricInfo("recall", "recall (k=3)", "maximize"),
+    # Measured with the trial's own D, not the evaluator (the study computes it).
+    MetricInfo("d_acc_generated", "D accuracy on generated samples", None),
+    MetricInfo("train_seconds", "training time", "minimize", unit="s", kind="run"),
+    MetricInfo("images_per_sec", "training throughput", "maximize", unit="images/s", kind="run", shown=False),
+    MetricInfo("g_loss", "generator loss", None, kind="curve", shown=False),
+    MetricInfo("d_loss", "discriminator loss", None, kind="curve", shown=False),
+    MetricInfo("d_acc", "discriminator accuracy", None, kind="curve", shown=False),
+    MetricInfo("d_acc_real", "D accuracy on real images", None, kind="curve", shown=False),
+    MetricInfo("d_acc_fake", "D accuracy on generated images", None, kind="curve", shown=False),
+    MetricInfo("d_real_mean", "mean D output on real images", None, kind="curve", shown=False),
+    MetricInfo("d_fake_mean", "mean D output on generated images", None, kind="curve", shown=False),
+):
+    register(_info)
+
 KEYS = ("fd", "modes", "kl_uniform", "is", "confidence", "precision", "recall", "class_counts")
+"""What :func:`score` returns for the built-in metrics (plus any registered ``compute``)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +178,7 @@ def score(images: torch.Tensor, evaluator: Evaluator, real: RealStats | None = N
     mu, sigma = moments(feats)
     dev = feats.device
     precision, recall = precision_recall(real.features.to(dev), real.radii.to(dev), feats)
-    return {
+    values: dict[str, float | list[int]] = {
         "fd": frechet_distance(mu, sigma, real.mu.to(dev), real.sigma.to(dev)),
         **class_metrics(counts),
         **inception_score(logits),
@@ -99,6 +186,11 @@ def score(images: torch.Tensor, evaluator: Evaluator, real: RealStats | None = N
         "recall": recall,
         "class_counts": counts,
     }
+    inputs = ScoreInputs(logits, feats, real, counts)
+    for info in METRICS.values():
+        if info.compute is not None:
+            values[info.name] = float(info.compute(inputs))
+    return values
 
 
 def floors(
@@ -117,7 +209,7 @@ def floors(
     key = digest(METRICS_VERSION, real.key, data_checksum(train), n, seed)
     path = evaluator.cache_dir / f"floors-n{n}-seed{seed}.pt"
     cached = read_cache(path, key)
-    if cached is not None and set(cached) == set(KEYS):
+    if cached is not None and {*KEYS, *(m.name for m in METRICS.values() if m.compute)} <= set(cached):
         return cached
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     result = score(train.batch(idx), evaluator, real)

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .data import LEADERBOARD_METRICS, LOWER_IS_BETTER, NOT_BETTER, StudyData, TrialInfo, finite
+from gan import metrics as gm
+
+from .data import StudyData, TrialInfo, finite, leaderboard_metrics
 from .stats import Estimate, compare, fmt, fmt_estimate
 
 STATE_ORDER = {"COMPLETE": 0, "RUNNING": 1, "WAITING": 2, "PRUNED": 3, "FAIL": 4}
@@ -168,8 +170,8 @@ def leaderboard(data: StudyData) -> tuple[list[str], list[list[str]], list[bool]
     """Columns, rows (a floor row first when floors exist), numeric flags, emphasised rows."""
     params = param_names(data)
     wide = len(params) > MAX_PARAM_COLUMNS
-    metrics = list(LEADERBOARD_METRICS)
-    metric_cols = ["train time (s)" if m == "train_seconds" else m for m in metrics]
+    metrics = leaderboard_metrics()
+    metric_cols = [f"{m} ({gm.METRICS[m].unit})" if gm.METRICS[m].unit else m for m in metrics]
     columns = ["rank", "trial", "state", *(["parameters"] if wide else params), *metric_cols, "n", "reason"]
     numeric = [True, True, False, *([False] if wide else [False] * len(params)), *[True] * len(metrics), True, False]
     rows: list[list[str]] = []
@@ -216,16 +218,18 @@ def _short_reason(reason: str, limit: int = 90) -> str:
 
 
 # -- findings -----------------------------------------------------------------------------------
-FINDING_METRICS = ("fd", "modes", "kl_uniform", "is", "precision", "recall")
+def finding_metrics() -> list[str]:
+    """The evaluator's shown metrics that have a better direction."""
+    return [m.name for m in gm.metrics_of("score", shown=True) if m.direction]
 
 
 def better(metric: str, direction: str | None = None) -> str | None:
     """'min' or 'max' for the metric (an objective's direction first), None if no direction."""
-    if direction:
-        return "min" if direction == "minimize" else "max"
-    if metric in NOT_BETTER:
+    info = gm.METRICS.get(metric)
+    direction = direction or (info.direction if info else "maximize")
+    if direction is None:
         return None
-    return "min" if metric in LOWER_IS_BETTER else "max"
+    return "min" if direction == "minimize" else "max"
 
 
 @dataclass
@@ -244,10 +248,7 @@ def level_estimate(level: Level, metric: str) -> Estimate:
 
 def sweep_findings(data: StudyData, factor_list: list[Factor]) -> list[FactorFinding]:
     metric, direction = data.primary
-    if metric not in FINDING_METRICS:
-        metrics = [metric, *FINDING_METRICS]
-    else:
-        metrics = [metric, *(m for m in FINDING_METRICS if m != metric)]
+    metrics = [metric, *(m for m in finding_metrics() if m != metric)]
     out = []
     for f in factor_list:
         base = next((lv for lv in f.levels if lv.baseline), None)

@@ -21,33 +21,20 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from gan import metrics as gm
 from gan.errors import GanStudyError
+from study.compat import metric_history_bulk
+from study.record import StudyAttrs, Tag, TrialRecord
 
 log = logging.getLogger("gan_study.reports")
 
-# Metrics of the leaderboard, in its order; train_seconds is shown as "train time".
-LEADERBOARD_METRICS = ("fd", "modes", "kl_uniform", "is", "precision", "recall", "d_acc_generated", "train_seconds")
 # Per-step curves of the per-factor rows.
 CURVE_KEYS = ("g_loss", "d_loss", "d_acc")
-# Lower is better for these; higher for the rest (used where no objective says otherwise).
-LOWER_IS_BETTER = {"fd", "kl_uniform", "train_seconds"}
-NOT_BETTER = {"d_acc_generated"}  # neither direction is "better": no best value is named
-UNITS = {"train_seconds": "s", "images_per_sec": "images/s"}
-LABELS = {
-    "fd": "Fréchet distance (evaluator features)",
-    "modes": "digits covered (of 10)",
-    "kl_uniform": "KL(class histogram ‖ uniform) (nats)",
-    "is": "classifier Inception Score",
-    "confidence": "mean max class probability",
-    "precision": "precision (k=3)",
-    "recall": "recall (k=3)",
-    "d_acc_generated": "D accuracy on generated samples",
-    "train_seconds": "training time (s)",
-    "images_per_sec": "training throughput (images/s)",
-    "g_loss": "generator loss",
-    "d_loss": "discriminator loss",
-    "d_acc": "discriminator accuracy",
-}
+
+
+def leaderboard_metrics() -> list[str]:
+    """The registry's shown metrics that have a value per trial, in registry order."""
+    return [m.name for m in gm.metrics_of("score", "run", shown=True)]
 
 
 class ReportError(GanStudyError):
@@ -73,6 +60,8 @@ class TrialInfo:
     started: datetime | None
     intermediate: dict[int, float]
     config: dict[str, Any]
+    evaluator: dict[str, Any] | None = None
+    """The card of the evaluator that scored the trial."""
 
     @property
     def n_repeats(self) -> int:
@@ -145,7 +134,7 @@ class StudyData:
 def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None) -> StudyData:
     """Read the study, its MLflow runs, their curves and the best trial's artifacts."""
     attrs = study.user_attrs
-    spec_raw = attrs.get("spec") or {}
+    spec_raw = attrs.get(StudyAttrs.SPEC) or {}
     spec = _parse_spec(spec_raw)
     objectives = _objectives(study, attrs, spec)
     trials = [_trial_info(t) for t in study.get_trials(deepcopy=False)]
@@ -156,7 +145,7 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
     curves = pd.DataFrame(columns=["trial", "repeat", "key", "step", "value"])
     if experiment_id is not None:
         runs = _search_runs(client, experiment_id)
-        invocations = [_invocation(r) for r in runs if r.data.tags.get("gan_study.role") == "invocation"]
+        invocations = [_invocation(r) for r in runs if r.data.tags.get(Tag.ROLE) == "invocation"]
         invocations.sort(key=lambda r: r["start"] or 0)
         _attach_runs(trials, runs)
         curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
@@ -167,8 +156,8 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
         spec_raw=spec_raw,
         spec=spec,
         objectives=objectives,
-        repeats=int(attrs.get("repeats") or (spec.repeats if spec else 1)),
-        baseline_values=dict(attrs.get("sweep_baseline_values") or {}),
+        repeats=int(attrs.get(StudyAttrs.REPEATS) or (spec.repeats if spec else 1)),
+        baseline_values=dict(attrs.get(StudyAttrs.SWEEP_BASELINE_VALUES) or {}),
         trials=trials,
         invocations=invocations,
         curves=curves,
@@ -204,39 +193,37 @@ def _parse_spec(raw: dict[str, Any]):
 
 def _objectives(study: optuna.Study, attrs: dict[str, Any], spec) -> list[tuple[str, str]]:
     directions = [d.name.lower() for d in study.directions]
-    names = list(attrs.get("objectives") or ([o.metric for o in spec.objectives] if spec else []))
+    names = list(attrs.get(StudyAttrs.OBJECTIVES) or ([o.metric for o in spec.objectives] if spec else []))
     if len(names) != len(directions):
         names = [f"objective {i}" for i in range(len(directions))] if len(directions) > 1 else ["fd"]
     return list(zip(names, directions))
 
 
 def _trial_info(t: optuna.trial.FrozenTrial) -> TrialInfo:
-    ua = t.user_attrs
+    rec = TrialRecord.from_trial(t)
     duration = None
     if t.datetime_start and t.datetime_complete:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
     elif t.datetime_start and t.state == TrialState.RUNNING:
         now = datetime.now(t.datetime_start.tzinfo)
         duration = max(0.0, (now - t.datetime_start).total_seconds())
-    run_id = ua.get("mlflow_run_id")
-    repeat_ids = ua.get("repeat_run_ids") or []
-    curve_runs = [(rid, i) for i, rid in enumerate(repeat_ids)] if repeat_ids else ([(run_id, 0)] if run_id else [])
     return TrialInfo(
         number=t.number,
         state=t.state.name,
         params=dict(t.params),
         values=list(t.values) if t.values is not None else None,
-        metrics={k: v for k, v in (ua.get("metrics") or {}).items() if isinstance(v, (int, float))},
-        metrics_sd={k: v for k, v in (ua.get("metrics_sd") or {}).items() if isinstance(v, (int, float))},
-        repeat_metrics=list(ua.get("repeat_metrics") or []),
-        reason=ua.get("reason"),
-        sweep=ua.get("sweep"),
-        run_id=run_id,
-        curve_runs=curve_runs,
+        metrics={k: v for k, v in rec.metrics.items() if isinstance(v, (int, float))},
+        metrics_sd={k: v for k, v in rec.metrics_sd.items() if isinstance(v, (int, float))},
+        repeat_metrics=list(rec.repeat_metrics),
+        reason=rec.reason,
+        sweep=rec.sweep,
+        run_id=rec.mlflow_run_id,
+        curve_runs=rec.curve_runs,
         duration_s=duration,
         started=t.datetime_start,
         intermediate=dict(t.intermediate_values),
-        config=dict(ua.get("config") or {}),
+        config=dict(rec.config),
+        evaluator=rec.evaluator,
     )
 
 
@@ -282,7 +269,8 @@ def _invocation(run) -> dict[str, Any]:
         "status": run.info.status,
         "start": run.info.start_time,
         "end": run.info.end_time,
-        "host": run.data.tags.get("gan_study.host"),
+        "host": run.data.tags.get(Tag.HOST),
+        "commit": run.data.tags.get(Tag.GIT_COMMIT),
     }
 
 
@@ -291,13 +279,13 @@ def _attach_runs(trials: list[TrialInfo], runs: list) -> None:
     by_trial: dict[int, list[tuple[str, int]]] = {}
     for r in runs:
         tags = r.data.tags
-        if tags.get("gan_study.curves") != "true" or "optuna.trial_number" not in tags:
+        if tags.get(Tag.CURVES) != "true" or Tag.TRIAL_NUMBER not in tags:
             continue
         try:
-            number = int(tags["optuna.trial_number"])
+            number = int(tags[Tag.TRIAL_NUMBER])
         except ValueError:
             continue
-        by_trial.setdefault(number, []).append((r.info.run_id, int(tags.get("gan_study.repeat", 0))))
+        by_trial.setdefault(number, []).append((r.info.run_id, int(tags.get(Tag.REPEAT, 0))))
     for t in trials:
         if not t.curve_runs and t.number in by_trial:
             t.curve_runs = sorted(by_trial[t.number], key=lambda x: x[1])
@@ -310,20 +298,12 @@ def fetch_curves(client, runs: list[tuple[int, str, int]], keys: tuple[str, ...]
         return pd.DataFrame(columns=columns)
     meta = {rid: (trial, rep) for trial, rid, rep in runs}
     rows: list[tuple] = []
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
     ids = list(meta)
-    if bulk is not None:
-        try:
-            for key in keys:
-                for start in range(0, len(ids), 500):
-                    for m in bulk(ids[start : start + 500], key, None):
-                        trial, rep = meta[m.run_id]
-                        rows.append((trial, rep, key, m.metric.step, m.metric.value))
-            return pd.DataFrame(rows, columns=columns)
-        except Exception as exc:  # a store without the bulk query: the portable way below
-            log.debug("bulk metric history failed (%s); fetching run by run", exc)
-            rows = []
+    bulk = {key: metric_history_bulk(client, ids, key) for key in keys}
+    if all(v is not None for v in bulk.values()):
+        for key, found in bulk.items():
+            rows += [(*meta[rid], key, step, value) for rid, step, value in found]
+        return pd.DataFrame(rows, columns=columns)
 
     def one(job: tuple[str, str]) -> list[tuple]:
         rid, key = job

@@ -19,7 +19,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .analysis import Factor, level_estimate  # noqa: E402
-from .data import LABELS, StudyData, finite  # noqa: E402
+from gan import metrics as gm  # noqa: E402
+
+from .data import StudyData, finite  # noqa: E402
 
 DPI = 120
 CURVE_BINS = 120  # points per curve after binning steps (smooths and aligns runs)
@@ -109,7 +111,7 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
         ax.legend(loc="best", fontsize=8)
     ax.set_title(f"Final {metric} by value")
     ax.set_xlabel(factor.name)
-    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_ylabel(gm.label(metric))
     ax.tick_params(axis="x", rotation=30 if sum(map(len, labels)) > 24 or max(map(len, labels)) > 12 else 0)
     handles = [plt.Line2D([0], [0], color=colors[lbl], lw=2.5) for lbl in labels]
     names = [f"{lbl} (baseline)" if lv.baseline else lbl for lbl, lv in zip(labels, factor.levels)]
@@ -147,7 +149,7 @@ def optimization_history(data: StudyData, path: Path) -> Path:
                     ax.annotate(t.sweep["point"], (t.number, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color="0.25")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial number")
-        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_ylabel(gm.label(metric))
         ax.set_title(f"Optimization history: {metric} ({direction})")
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -182,8 +184,8 @@ def pareto_front(data: StudyData, pareto: set[int], path: Path) -> Path:
     ax.plot([t.values[0] for t in front], [t.values[1] for t in front], "o-", color="#c44e52", ms=6, lw=1.2, label="Pareto front")
     for t in done:
         ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set_xlabel(f"{LABELS.get(m0, m0)} ({d0})")
-    ax.set_ylabel(f"{LABELS.get(m1, m1)} ({d1})")
+    ax.set_xlabel(f"{gm.label(m0)} ({d0})")
+    ax.set_ylabel(f"{gm.label(m1)} ({d1})")
     ax.set_title("Pareto front (labels: trial numbers)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -205,7 +207,7 @@ def intermediate_values(data: StudyData, path: Path) -> Path | None:
         ax.plot(steps, [t.intermediate[s] for s in steps], "o-", color=STATE_COLORS.get(t.state, "0.5"), ms=3, lw=1, alpha=0.85, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step (iterations)")
-    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_ylabel(gm.label(metric))
     ax.set_title(f"{metric} at each evaluation, per trial (what the pruner compares)")
     ax.legend(fontsize=8, title="trial state")
     fig.tight_layout()

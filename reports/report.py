@@ -12,7 +12,9 @@ import optuna
 
 from . import analysis as an
 from . import figures as fg
-from .data import LABELS, ReportError, StudyData, finite, load
+from gan import metrics as gm
+
+from .data import ReportError, StudyData, finite, load
 from .doc import Block, Bullets, Code, Figure, Heading, PageBreak, Table, Text, to_markdown, to_pdf
 from .stats import fmt, fmt_estimate
 
@@ -211,11 +213,11 @@ def best_trial(data: StudyData) -> list[Block]:
     among = " among the Pareto-optimal trials" if data.multi_objective else ""
     blocks.append(Text(f"Trial {best.number} ({params}) has the {'lowest' if direction == 'minimize' else 'highest'} {metric}{among}.{seed_note}"))
     rows = []
-    for m in ("fd", "modes", "kl_uniform", "is", "confidence", "precision", "recall", "d_acc_generated", "train_seconds", "images_per_sec"):
+    for m in (info.name for info in gm.metrics_of("score", "run")):
         e = an.estimate(best, m)
         if e.n:
             floor = (data.floors or {}).get(m)
-            rows.append([m, LABELS.get(m, m), fmt_estimate(e), fmt(floor) if finite(floor) else "—"])
+            rows.append([m, gm.label(m), fmt_estimate(e), fmt(floor) if finite(floor) else "—"])
     blocks.append(Table(["metric", "meaning", f"trial {best.number}", "real-data floor"], rows, numeric=[False, False, True, True]))
     art = data.artifacts
     n_final = data.spec.final_samples if data.spec else None

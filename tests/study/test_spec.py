@@ -91,7 +91,7 @@ def test_grid_size_and_trials_override():
 
 
 def test_startup_trials_reach_the_sampler_and_the_pruner():
-    from study.runner import make_pruner, make_sampler
+    from study.samplers import make_pruner, make_sampler
 
     spec = parse_spec({**BASE, "sampler": {"name": "tpe", "startup_trials": 4}, "pruner": {"name": "median", "startup_trials": 2}})
     assert make_sampler(spec, offset=0)._n_startup_trials == 4

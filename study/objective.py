@@ -1,0 +1,335 @@
+"""The objective: one Optuna trial -> ``gan.train`` per repeat -> evaluation -> MLflow.
+
+One MLflow run per trial, nested under the invocation's run, and one run per repeat under it
+when a trial trains several seeds. A trial ends in one of three ways, and its record (Optuna)
+and runs (MLflow) say the same with the same reason:
+
+- COMPLETE: every repeat trained and was scored;
+- PRUNED: the pruner stopped it, training diverged, its combination of values is invalid, or
+  it was not needed (surplus: the study had its trials, another trial runs its grid point);
+- FAIL: anything else (out of memory, a store error, Ctrl-C), with the traceback in MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from mlflow.entities import Param
+from optuna.trial import TrialState
+
+import gan
+from gan import metrics as gm
+from gan.config import resolve_device
+from gan.evaluator import load_evaluator, resolve_cache_dir
+from gan.losses import realness
+from gan.plots import class_histogram, labelled_samples, save_grid
+from gan.sampling import generate, interpolation_rows
+
+from . import record
+from .recovery import counts, will_retry, worker_identity
+from .record import Tag, TrialRecord
+from .runs import CurveLogger, end_run, log_artifacts, log_metrics, source_tags, start_run
+from .spec import StudySpec
+from .tracking import StoreError, Stores, mask_url, retry
+
+__all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
+
+EVAL_SEED = 12345  # noise for evaluation samples: the same for every trial, so metrics compare
+MAX_CURVE_POINTS = 500  # per curve and run: plenty for plots, half the insert cost of 1000
+GRID_WAIT_SECONDS = 60  # how long a grid trial waits for earlier trials to show their point
+
+
+@dataclass
+class Evaluation:
+    """The evaluator, its real statistics and the data: loaded once per worker."""
+
+    data: gan.MNIST
+    evaluator: Any
+    real: Any
+    device: torch.device
+
+    @classmethod
+    def load(cls, data_dir: str | None, device: torch.device) -> Evaluation:
+        data = gan.load_mnist(data_dir, device=device)
+        evaluator = load_evaluator(data_dir, device="cpu")
+        return cls(data, evaluator, gm.real_stats(evaluator, data_dir), device)
+
+    def score(self, generator, discriminator, cfg: gan.TrainConfig, n: int) -> tuple[dict[str, Any], torch.Tensor]:
+        images = generate(generator, n, seed=EVAL_SEED)
+        values = gm.score(images, self.evaluator, self.real)
+        with torch.no_grad():
+            out = torch.cat([discriminator(chunk.to(self.device)).float().cpu() for chunk in images.split(2000)])
+        values["d_acc_generated"] = float((realness(cfg, out) < 0).float().mean())
+        return values, images
+
+
+def load_evaluation(data_dir: str | None, device: torch.device) -> Evaluation:
+    """The evaluator and real statistics, or a one-line error when their cache cannot be written."""
+    try:
+        return Evaluation.load(data_dir, device)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read or write the evaluator cache in {resolve_cache_dir()} ({exc.strerror or exc}): "
+            "set GAN_STUDY_CACHE to a writable folder"
+        ) from exc
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line that says why a trial failed (the reason recorded in Optuna and MLflow)."""
+    first = mask_url(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return f"out of memory ({type(exc).__name__}: {first}); try a smaller batch_size or model, or a bigger GPU"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGTERM)"
+    return f"{type(exc).__name__}: {first}".strip().rstrip(":")
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation of each numeric metric over repeats."""
+    keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
+    mean = {k: statistics.fmean(r[k] for r in results) for k in keys}
+    sd = {k: statistics.stdev([r[k] for r in results]) if len(results) > 1 else 0.0 for k in keys}
+    return {"mean": mean, "sd": sd}
+
+
+class TrialRunner:
+    """The objective Optuna calls; one instance per worker process."""
+
+    def __init__(self, spec: StudySpec, stores: Stores, study_name: str, *, target_trials: int, device: str = "auto",
+                 data_dir: str | None = None, parent_run_id: str | None = None, progress: bool = False,
+                 evaluation: Evaluation | None = None):
+        self.spec, self.study_name, self.target_trials = spec, study_name, target_trials
+        self.device_name, self.parent_run_id, self.progress = device, parent_run_id, progress
+        self.client = stores.mlflow()
+        self.experiment_id = stores.experiment_id(study_name)
+        self.evaluation = evaluation or load_evaluation(data_dir, resolve_device(device))
+
+    # -- before training: is the trial needed, and what does it train? ---------------------------
+    def give_up(self, trial: optuna.Trial, why: str) -> None:
+        """End the trial as surplus: it does not count and is never retried."""
+        record.write(trial, surplus=True)
+        raise optuna.TrialPruned(why)
+
+    def claim(self, trial: optuna.Trial) -> None:
+        """Give the trial up when it is not needed: the study has its trials, or another trial
+        retries the same failure."""
+        trials = trial.study.get_trials(deepcopy=False)
+        retry_of = TrialRecord.from_trial(trial).retry_of
+        if retry_of is not None:
+            # A retry always runs: the study committed to its configuration. Only one retry, though.
+            twin = next((t for t in trials if t.number < trial.number and TrialRecord.from_trial(t).retry_of == retry_of
+                         and not TrialRecord.from_trial(t).surplus), None)
+            if twin is not None:
+                self.give_up(trial, f"surplus: trial {twin.number} already retries trial {retry_of}")
+            return
+        ahead = sum(1 for t in trials if t.number < trial.number and counts(t))
+        if ahead >= self.target_trials:  # another worker took the last slot meanwhile
+            self.give_up(trial, "surplus: the study already has its trials")
+
+    def grid_twin(self, trial: optuna.Trial) -> int | None:
+        """An earlier trial that runs (or ran) this trial's grid point, if any.
+
+        Workers race for grid points only past the first grid-size trials (Optuna then draws an
+        unvisited point); the lower trial number wins. An earlier trial whose point is not
+        known yet (just started) is waited for, a while.
+        """
+        deadline = time.time() + GRID_WAIT_SECONDS
+        mine = trial.params
+        retry_of = TrialRecord.from_trial(trial).retry_of
+        while True:
+            pending = False
+            for t in trial.study.get_trials(deepcopy=False):
+                if t.number >= trial.number or TrialRecord.from_trial(t).surplus or t.number == retry_of:
+                    continue
+                params = t.params or t.system_attrs.get("fixed_params", {})
+                if t.state == TrialState.RUNNING and not params:
+                    pending = True
+                elif params == mine and not will_retry(t):  # a failure to be retried: its retry decides
+                    return t.number
+            if not pending or time.time() > deadline:
+                return None
+            time.sleep(0.2)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The sampled point as config overrides (and, for a sweep, its labels for the reports)."""
+        spec = self.spec
+        if spec.sweep:
+            label = trial.suggest_categorical("point", [p.label for p in spec.sweep])
+            point = next(p for p in spec.sweep if p.label == label)
+            record.write(trial, sweep={"point": point.label, "factor": point.factor, "value": point.value})
+            return dict(point.overrides)
+        overrides: dict[str, Any] = {}
+        for p in spec.space:
+            if p.choices is not None:
+                overrides.update(p.decode(trial.suggest_categorical(p.name, list(p.labels()))))
+            elif p.integer:
+                overrides[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+            else:
+                overrides[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+        return overrides
+
+    # -- the trial ----------------------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        spec = self.spec
+        run_ids: list[str] = []  # the trial's run, then its repeats' runs
+        try:  # all of it: however early a Ctrl-C comes, the failure is recorded with its reason
+            record.write(trial, worker=worker_identity(), invocation=self.parent_run_id)
+            self.claim(trial)
+            overrides = self.suggest(trial)
+            twin = self.grid_twin(trial) if spec.is_grid else None
+            if twin is not None:
+                self.give_up(trial, f"surplus: trial {twin} already runs this grid point")
+            try:
+                base = spec.config_for(overrides, seed=spec.seed, device=self.device_name)
+            except gan.ConfigError as exc:
+                raise optuna.TrialPruned(f"invalid combination: {exc}") from exc
+            card = self.evaluation.evaluator.card()
+            record.write(trial, config=base.to_dict(), evaluator=card)
+            tags = {Tag.STUDY_NAME: self.study_name, Tag.TRIAL_NUMBER: str(trial.number), Tag.ROLE: "trial",
+                    Tag.TRIAL_STATE: "RUNNING", Tag.CURVES: "true" if spec.repeats == 1 else "false",
+                    Tag.EVALUATOR_HASH: card["weights_hash"], **source_tags(f"gan-study run {spec.name}")}
+            sweep = TrialRecord.from_trial(trial).sweep
+            if sweep:
+                tags.update({Tag.SWEEP_POINT: sweep["point"], Tag.SWEEP_FACTOR: sweep["factor"], Tag.SWEEP_VALUE: sweep["value"]})
+            run_id = start_run(self.client, self.experiment_id, f"trial-{trial.number}", tags, self.parent_run_id)
+            run_ids.append(run_id)
+            record.write(trial, mlflow_run_id=run_id)
+            params = [Param(k, str(v)) for k, v in base.to_dict().items() if k != "seed"]
+            params.append(Param("seeds", ",".join(str(spec.seed + r) for r in range(spec.repeats))))
+            params += [Param(f"evaluator_{k}", str(v)) for k, v in card.items()]
+            retry(lambda: self.client.log_batch(run_id, params=params))
+            results = [self.repeat(trial, base.replace(seed=spec.seed + r), r, tags, run_ids) for r in range(spec.repeats)]
+            summary = summarize(results)
+            record.write(trial, metrics=summary["mean"], metrics_sd=summary["sd"], repeat_metrics=results)
+            if spec.repeats > 1:
+                log_metrics(self.client, run_id, summary["mean"], step=0)
+                log_metrics(self.client, run_id, {f"{k}_sd": v for k, v in summary["sd"].items()}, step=0)
+            values = tuple(summary["mean"][o.metric] for o in spec.objectives)
+            if not all(math.isfinite(v) for v in values):
+                raise optuna.TrialPruned(f"diverged: the objective is not finite: {dict(zip([o.metric for o in spec.objectives], values))}")
+            end_run(self.client, run_id, "COMPLETE", "FINISHED")
+            return values if spec.multi_objective else values[0]
+        except optuna.TrialPruned as exc:
+            reason = str(exc) or "pruned"
+            record.write(trial, reason=reason)
+            for rid in run_ids:
+                end_run(self.client, rid, "PRUNED", "FINISHED", reason)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - record, then let Optuna mark FAIL
+            self.record_failure(trial, exc, run_ids)
+            raise
+
+    def record_failure(self, trial: optuna.Trial, exc: BaseException, run_ids: list[str]) -> None:
+        reason = failure_reason(exc)
+        with contextlib.suppress(Exception):  # the stores may be what failed
+            record.write(trial, reason=reason)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        tracked = True
+        for rid in run_ids:
+            try:
+                end_run(self.client, rid, "FAIL", "KILLED" if interrupted else "FAILED", reason)
+            except Exception:  # noqa: BLE001 - the next worker's reconcile closes the run
+                tracked = False
+        if run_ids and tracked and not interrupted:
+            text = mask_url("".join(traceback.format_exception(exc)))
+            with contextlib.suppress(Exception):
+                log_artifacts(self.client, run_ids[0], {"error/traceback.txt": lambda p: p.write_text(text)})
+        if not interrupted:
+            print(f"gan-study: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
+
+    def repeat(self, trial: optuna.Trial, cfg: gan.TrainConfig, r: int, tags: dict[str, str], run_ids: list[str]) -> dict[str, Any]:
+        """Train and score one seed; with several repeats, in a run of its own under the trial's."""
+        if self.spec.repeats == 1:
+            return self.train_one(trial, cfg, run_ids[0], report=True)
+        target = start_run(self.client, self.experiment_id, f"trial-{trial.number}-seed-{cfg.seed}",
+                           {**tags, Tag.ROLE: "repeat", Tag.CURVES: "true", Tag.REPEAT: str(r)}, run_ids[0])
+        run_ids.append(target)
+        record.write(trial, repeat_run_ids=run_ids[1:])
+        retry(lambda: self.client.log_batch(target, params=[Param(k, str(v)) for k, v in cfg.to_dict().items()]))
+        result = self.train_one(trial, cfg, target, report=r == 0)
+        end_run(self.client, target, "COMPLETE", "FINISHED")
+        return result
+
+    def train_one(self, trial: optuna.Trial, cfg: gan.TrainConfig, run_id: str, report: bool) -> dict[str, Any]:
+        spec, ev = self.spec, self.evaluation
+        total = cfg.total_steps(len(ev.data))
+        window = math.ceil(total / MAX_CURVE_POINTS)
+        curves = CurveLogger(self.client, run_id, window)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=f"trial {trial.number}" + (f" seed {cfg.seed}" if spec.repeats > 1 else ""), unit="step", leave=False)
+
+        def on_records(records: gan.Records) -> None:
+            curves(records)
+            if bar is not None:
+                bar.update(len(records.steps))
+
+        def on_eval(point: gan.EvalPoint) -> None:
+            curves.flush()  # training is paused anyway
+            values, _ = ev.score(point.generator, point.discriminator, cfg, spec.eval_samples)
+            log_metrics(self.client, run_id, values, point.step)
+            log_artifacts(self.client, run_id, {f"samples/step_{point.step:06d}.png": lambda p: save_grid(point.generator(point.fixed_noise), p)})
+            if report and not spec.multi_objective:
+                metric = spec.objectives[0].metric
+                trial.report(values[metric], point.step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {point.step}: {metric}={values[metric]:.4g} is behind the other trials")
+
+        records_every = window * math.ceil(100 / window)
+        try:
+            result = gan.train(cfg, ev.data, on_records=on_records, records_every=records_every, on_eval=on_eval, eval_every=spec.eval_every)
+        except gan.DivergenceError as exc:
+            raise optuna.TrialPruned(f"diverged: {exc}") from exc
+        finally:
+            curves.flush()
+            if bar is not None:
+                bar.close()
+        values, images = ev.score(result.generator, result.discriminator, cfg, spec.final_samples)
+        values.update(train_seconds=result.seconds, images_per_sec=result.images_per_sec, steps=result.steps)
+        log_metrics(self.client, run_id, values, result.steps)
+        self.final_artifacts(result, images, values, run_id)
+        return values
+
+    def final_artifacts(self, result: gan.TrainResult, images: torch.Tensor, values: dict[str, Any], run_id: str) -> None:
+        ev = self.evaluation
+        twenty = images[:20]
+        predicted, _ = ev.evaluator.predict(twenty)
+        saved = {
+            "metrics": values,
+            "config": result.config.to_dict(),
+            "environment": gan.environment(result.device),
+            "evaluator": ev.evaluator.card(),
+            "samples": self.spec.final_samples,
+            "eval_seed": EVAL_SEED,
+        }
+        log_artifacts(
+            self.client,
+            run_id,
+            {
+                "samples/final.png": lambda p: save_grid(result.generator(result.fixed_noise), p),
+                "final/samples_20.png": lambda p: labelled_samples(twenty, predicted.argmax(1).tolist(), p),
+                "final/class_histogram.png": lambda p: class_histogram(values["class_counts"], p),
+                "final/interpolation.png": lambda p: save_grid(interpolation_rows(result.generator, rows=5, steps=10), p, nrow=10),
+                "final/metrics.json": lambda p: p.write_text(json.dumps(saved, indent=2)),
+                "checkpoint/checkpoint.pt": lambda p: gan.save_checkpoint(p, result.config, result.generator, result.discriminator, step=result.steps, metrics={k: v for k, v in values.items() if isinstance(v, float)}),
+            },
+        )

@@ -1,0 +1,115 @@
+"""What a study stores, in one place: the trial record (Optuna user attributes), the study's
+own attributes, and the MLflow tag names.
+
+The objective writes a trial's record field by field as the trial goes (its worker first, its
+metrics last) through :func:`write`; ``status`` and the reports read it back with
+:meth:`TrialRecord.from_trial`. A misspelled field is a ``TypeError`` here, not a silent empty
+column in a report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+__all__ = ["StudyAttrs", "Tag", "TrialRecord", "attrs", "write"]
+
+
+@dataclass
+class TrialRecord:
+    """A trial's user attributes in Optuna; every field's name is its attribute key."""
+
+    worker: dict[str, Any] | None = None
+    """host, pid and process start time of the worker that runs (or ran) the trial."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The full ``gan.TrainConfig`` of the first repeat (``TrainConfig.to_dict``)."""
+    mlflow_run_id: str | None = None
+    repeat_run_ids: list[str] = field(default_factory=list)
+    """MLflow runs of the repeats, in repeat order (empty for a single seed)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Final metrics, the mean over repeats."""
+    metrics_sd: dict[str, Any] = field(default_factory=dict)
+    repeat_metrics: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+    """Why the trial was pruned or failed (or given up as surplus)."""
+    sweep: dict[str, str] | None = None
+    """point, factor and value of a sweep trial."""
+    retry_of: int | None = None
+    """The number of the failed trial whose configuration this trial runs again."""
+    surplus: bool = False
+    """Given up before training: the study already had its trials, or its point ran elsewhere."""
+    evaluator: dict[str, Any] | None = None
+    """The card of the evaluator that scored the trial (weights hash, test accuracy, ...)."""
+    invocation: str | None = None
+    """The MLflow run id of the invocation that ran the trial (its effective spec is there)."""
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        attrs = trial.user_attrs
+        return cls(**{f.name: attrs[f.name] for f in dataclasses.fields(cls) if attrs.get(f.name) is not None})
+
+    @property
+    def curve_runs(self) -> list[tuple[str, int]]:
+        """(MLflow run id, repeat index) of the runs that hold the per-step curves."""
+        if self.repeat_run_ids:
+            return [(rid, i) for i, rid in enumerate(self.repeat_run_ids)]
+        return [(self.mlflow_run_id, 0)] if self.mlflow_run_id else []
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def attrs(**values: Any) -> dict[str, Any]:
+    """Record fields as Optuna user attributes; a name that is no field raises ``TypeError``."""
+    unknown = sorted(set(values) - _FIELDS)
+    if unknown:
+        raise TypeError(f"not fields of TrialRecord: {unknown}")
+    return values
+
+
+def write(trial: optuna.Trial, **values: Any) -> None:
+    """Set fields of ``trial``'s record (Optuna user attributes)."""
+    for name, value in attrs(**values).items():
+        trial.set_user_attr(name, value)
+
+
+class StudyAttrs:
+    """Keys of the study's own user attributes."""
+
+    SPEC = "spec"
+    """The spec as first run (a mapping): later runs must match it."""
+    SPEC_HASH = "spec_hash"
+    OBJECTIVES = "objectives"
+    SWEEP_BASELINE_VALUES = "sweep_baseline_values"
+    REPEATS = "repeats"
+
+
+class Tag:
+    """MLflow tag names of gan-study's runs (``mlflow.*`` ones are MLflow's standard tags)."""
+
+    ROLE = "gan_study.role"
+    """'invocation' (one per ``gan-study run``), 'trial', or 'repeat' (one seed of a trial)."""
+    REASON = "gan_study.reason"
+    HOST = "gan_study.host"
+    PID = "gan_study.pid"
+    STARTED = "gan_study.started"
+    SWEEP_POINT = "gan_study.sweep_point"
+    SWEEP_FACTOR = "gan_study.sweep_factor"
+    SWEEP_VALUE = "gan_study.sweep_value"
+    CURVES = "gan_study.curves"
+    """'true' on the runs that hold per-step curves (the trial's, or each repeat's)."""
+    REPEAT = "gan_study.repeat"
+    SPEC_HASH = "gan_study.spec_hash"
+    EVALUATOR_HASH = "gan_study.evaluator_hash"
+    STUDY_NAME = "optuna.study_name"
+    TRIAL_NUMBER = "optuna.trial_number"
+    TRIAL_STATE = "optuna.trial_state"
+    PARENT = "mlflow.parentRunId"
+    SOURCE_NAME = "mlflow.source.name"
+    SOURCE_TYPE = "mlflow.source.type"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    USER = "mlflow.user"

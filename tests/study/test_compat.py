@@ -1,0 +1,89 @@
+"""The private Optuna and MLflow APIs of study/compat.py, against the installed versions: an
+upgrade that renames or changes one fails here, by name, instead of deep inside a study."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.compat import RetryingGridSampler, metric_history_bulk, stale_trial_ids
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_private_names_still_exist():
+    from mlflow.tracking import MlflowClient
+    from optuna.storages import RDBStorage
+
+    assert callable(getattr(RDBStorage, "_get_stale_trial_ids", None)), "Optuna dropped RDBStorage._get_stale_trial_ids"
+    grid = optuna.samplers.GridSampler({"a": [1, 2], "b": ["x"]}, seed=0)
+    for name in ("_param_names", "_all_grids", "_search_space"):
+        assert hasattr(grid, name), f"Optuna's GridSampler has no {name} any more"
+    assert grid._param_names == ["a", "b"] and sorted(grid._all_grids) == [(1, "x"), (2, "x")]
+    assert grid._grid_value_equal(1, 1) and not grid._grid_value_equal(1, 2)
+    client = MlflowClient(tracking_uri="sqlite:///:memory:")
+    assert hasattr(client, "_tracking_client") and hasattr(client._tracking_client, "store"), "MlflowClient internals changed"
+
+
+def test_stale_trials_of_an_rdb_storage(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    study_id = storage.get_study_id_from_name("s")
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.record_heartbeat(trial_id)
+    deadline = time.monotonic() + 60  # stale once the grace period passed with no heartbeat
+    while trial_id not in stale_trial_ids(storage, study_id):
+        assert time.monotonic() < deadline, "a trial without heartbeats never became stale"
+        time.sleep(0.5)
+    no_heartbeat = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'n.db'}")
+    optuna.create_study(storage=no_heartbeat, study_name="s").ask()
+    assert stale_trial_ids(no_heartbeat, no_heartbeat.get_study_id_from_name("s")) == set()
+
+
+def test_a_grid_retry_takes_its_originals_point_and_the_grid_completes(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    space = {"a": [1, 2, 3]}
+    study = optuna.create_study(storage=storage, study_name="g", sampler=RetryingGridSampler(space, storage, seed=0))
+    first = study.ask()
+    first.suggest_categorical("a", space["a"])
+    study.tell(first, state=TrialState.FAIL)
+    study.enqueue_trial(first.params)  # the retry of a failed point
+    study.optimize(lambda t: float(t.suggest_categorical("a", space["a"])), n_trials=3)
+    done = [t.params["a"] for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(done) == [1, 2, 3]
+
+
+def test_bulk_metric_history_matches_the_public_call(tmp_path):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    runs = [client.create_run(experiment).info.run_id for _ in range(2)]
+    for i, rid in enumerate(runs):
+        client.log_batch(rid, metrics=[Metric("g_loss", float(step * (i + 1)), 0, step) for step in range(3)])
+    bulk = metric_history_bulk(client, runs, "g_loss")
+    assert bulk is not None, "MLflow's SQL store lost get_metric_history_bulk"
+    public = [(rid, m.step, m.value) for rid in runs for m in client.get_metric_history(rid, "g_loss")]
+    assert sorted(bulk) == sorted(public)
+
+
+def test_study_and_reports_use_no_other_private_api():
+    """`grep '\\._[a-z]'` over study/ and reports/ finds private attributes only in _compat.py."""
+    out = subprocess.run(["grep", "-rnE", r"\._[a-z]", "study", "reports", "--include=*.py"], cwd=REPO, capture_output=True, text=True)
+    hits = [line for line in out.stdout.splitlines() if not line.startswith("study/compat.py")]
+    assert not hits, "\n".join(hits)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the journal's process check reads /proc")
+def test_worker_identity_has_a_start_time():
+    from study.recovery import worker_identity
+
+    assert worker_identity()["started"]
