@@ -209,8 +209,9 @@ def floors(
     key = digest(METRICS_VERSION, real.key, data_checksum(train), n, seed)
     path = evaluator.cache_dir / f"floors-n{n}-seed{seed}.pt"
     cached = read_cache(path, key)
-    if cached is not None and {*KEYS, *(m.name for m in METRICS.values() if m.compute)} <= set(cached):
-        return cached
+    wanted = {*KEYS, *(m.name for m in METRICS.values() if m.compute)}
+    if cached is not None and wanted <= set(cached):
+        return {k: v for k, v in cached.items() if k in wanted}
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     result = score(train.batch(idx), evaluator, real)
     write_cache(path, key, result)

@@ -95,16 +95,14 @@ def _check_same_experiment(study: optuna.Study, spec: StudySpec, name: str) -> N
 
 def open_study(spec: StudySpec, study_name: str, storage: BaseStorage, offset: int = 0) -> optuna.Study:
     """The study, created on first use with the spec recorded; refused if its spec differs."""
-    study = retry(
-        lambda: optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            sampler=make_sampler(spec, offset, storage),
-            pruner=make_pruner(spec),
-            directions=[o.direction for o in spec.objectives],
-            load_if_exists=True,
-        )
-    )
+    sampler, pruner = make_sampler(spec, offset, storage), make_pruner(spec)
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:  # a new study (load_if_exists: another worker may be creating it too)
+        study = retry(lambda: optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                                  directions=[o.direction for o in spec.objectives], load_if_exists=True))
+    else:  # loading writes nothing, so a refused spec leaves the store as it was
+        study = retry(lambda: optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner))
     _check_same_experiment(study, spec, study_name)
     if StudyAttrs.SPEC not in study.user_attrs:
         effective = effective_spec(spec)

@@ -1,0 +1,49 @@
+"""Running a study again: the same spec continues it, a changed one is refused (stores as they
+were), and every invocation records the spec it ran."""
+
+from __future__ import annotations
+
+import hashlib
+
+import yaml
+
+from tests.common import gan_study, journal_study, mlflow_runs, write_spec
+
+
+def _digest(workdir):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(workdir.iterdir()) if p.is_file()}
+
+
+def test_a_changed_spec_is_refused_by_name_and_the_same_one_continues(tmp_path):
+    spec = write_spec(tmp_path, name="resumed", trials=1)
+    workdir = tmp_path / "gan-study-runs"
+    first = gan_study("run", str(spec), "--steps", "20", "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    study = journal_study(workdir, "resumed")
+    assert study.metric_names == ["fd"]
+    stored = study.user_attrs["spec"]
+    assert stored["budget"] == {"steps": 20}  # the budget that actually ran, not the file's 60
+
+    before = _digest(workdir)
+    (tmp_path / "changed").mkdir()
+    changed = write_spec(tmp_path / "changed", name="resumed", trials=1, space={"lr_g": {"low": 1.0e-4, "high": 2.0e-3, "log": True}})
+    for args, field in ((["run", str(changed), "--steps", "20"], "space.lr_g.high"), (["run", str(spec), "--steps", "30"], "budget.steps")):
+        refused = gan_study(*args, "--quiet", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gan-study: error:") and field in lines[0] and "--study-name" in lines[0], lines
+        assert _digest(workdir) == before
+
+    more = gan_study("run", str(spec), "--steps", "20", "--trials", "2", "--quiet", cwd=tmp_path)  # --trials may grow
+    assert more.returncode == 0, more.stderr
+    assert [t.state.name for t in journal_study(workdir, "resumed").trials] == ["COMPLETE", "COMPLETE"]
+
+    client, runs = mlflow_runs(workdir, "resumed")
+    invocations = [r for r in runs if r.data.tags.get("gan_study.role") == "invocation"]
+    assert len(invocations) == 2 and len({r.data.params["spec_hash"] for r in invocations}) == 1
+    local = client.download_artifacts(invocations[0].info.run_id, "spec.yaml", str(tmp_path))
+    assert yaml.safe_load(open(local))["budget"] == {"steps": 20}
+    trial = next(r for r in runs if r.data.tags.get("gan_study.role") == "trial")
+    assert len(trial.data.tags["gan_study.evaluator_hash"]) == 64
+    assert 0 < float(trial.data.params["evaluator_test_accuracy"]) <= 1
+    assert len(trial.data.tags.get("mlflow.source.git.commit", "x" * 40)) == 40  # where the checkout is a git one
