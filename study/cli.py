@@ -246,7 +246,7 @@ def _check_cache() -> None:
     from .names import inside
 
     folder = resolve_cache_dir()
-    inside(folder, folder / CACHE_FILE, f"the evaluator cache file (set {CACHE_ENV} to the folder that holds it)")
+    inside(folder, folder / CACHE_FILE, "the evaluator cache file")  # a link planted there must not redirect the write
     if (folder / CACHE_FILE).is_file():
         return  # read when the study starts; a corrupt or stale file is rebuilt, with a warning
     problem = writable_problem(folder)
