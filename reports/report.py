@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 import warnings
@@ -33,6 +34,9 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
         raise ReportError(f"--format takes a comma-separated list of {', '.join(FORMATS)}; got {','.join(formats) or 'nothing'}")
     out = Path(out)
     figures = out / "figures"
+    for part in (figures, out / "report.md.tmp", out / "report.pdf.tmp"):  # written through, never followed
+        if part.is_symlink():
+            raise ReportError(f"{part} is a symlink (to {os.readlink(part)}): remove it; the report writes only real files in {out}")
     try:
         figures.mkdir(parents=True, exist_ok=True)
         for old in figures.glob("*.png"):  # figures of an earlier report of this folder

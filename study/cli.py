@@ -18,6 +18,47 @@ EXIT_INTERRUPTED = 130
 
 STORAGE_ENV = "GAN_STUDY_STORAGE"
 TRACKING_ENV = "GAN_STUDY_TRACKING_URI"
+MLFLOW_TRACKING_ENV = "MLFLOW_TRACKING_URI"
+# What each command reads from the environment (shown at the end of its --help).
+STORE_VARS = (
+    (STORAGE_ENV, "Optuna storage URL (see --storage)"),
+    (TRACKING_ENV, "MLflow tracking URI (see --tracking-uri)"),
+    (MLFLOW_TRACKING_ENV, "MLflow's own tracking URI variable, used when the two above are not set"),
+    ("GAN_STUDY_HEARTBEAT", "INTERVAL[,GRACE] seconds of the trial heartbeat on database storages (default 30,90)"),
+)
+DATA_VARS = (
+    ("GAN_STUDY_DATA", "folder holding MNIST/raw/ (see --data-dir; default ./data)"),
+    ("GAN_STUDY_CACHE", "folder of the cached MNIST evaluator (default ~/.cache/gan-study)"),
+)
+HTTP_VARS = (
+    ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "retries of one call to an MLflow server (default here 4)"),
+    ("MLFLOW_HTTP_REQUEST_TIMEOUT", "seconds per call to an MLflow server (default here 60)"),
+)
+ENV_VARS = {
+    "run": STORE_VARS + DATA_VARS + HTTP_VARS,
+    "worker": STORE_VARS + DATA_VARS + HTTP_VARS,
+    "specs": (),
+    "status": STORE_VARS + HTTP_VARS,
+    "ui": STORE_VARS,
+    "report": STORE_VARS + DATA_VARS + HTTP_VARS,
+}
+
+
+def _env_epilog(command: str) -> str:
+    rows = ENV_VARS[command]
+    if not rows:
+        return "environment variables: none are read"
+    width = max(len(name) for name, _ in rows)
+    return "environment variables:\n" + "\n".join(f"  {name:{width}}  {text}" for name, text in rows)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan-study")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -30,47 +71,54 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tracking-uri",
-        default=os.environ.get(TRACKING_ENV) or None,
-        help=f"MLflow tracking URI (default: ${TRACKING_ENV}, else sqlite:///<workdir>/mlflow.db), e.g. http://host:5000",
+        default=os.environ.get(TRACKING_ENV) or os.environ.get(MLFLOW_TRACKING_ENV) or None,
+        help=f"MLflow tracking URI, e.g. http://host:5000; the first set of: this option, ${TRACKING_ENV}, "
+        f"${MLFLOW_TRACKING_ENV}, else sqlite:///<workdir>/mlflow.db",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-study", description="Optuna studies of GAN training on MNIST, tracked in MLflow.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=description or text, epilog=_env_epilog(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     for name, text in (
         ("run", "run a study (or continue it) until it has its trials"),
         ("worker", "join a study as one more worker (same options as run; for several machines)"),
     ):
-        p = sub.add_parser(name, help=text, description=text)
+        p = add(name, text)
         p.add_argument("spec", help="a built-in spec name (see 'gan-study specs') or a YAML file")
         p.add_argument("--trials", type=int, help="the study's total number of trials (default: the spec's)")
         _store_args(p)
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         p.add_argument("--jobs", type=int, default=1, help="trials run in parallel on this machine (processes)")
-        p.add_argument("--study-name", help="Optuna study and MLflow experiment name (default: the spec's name)")
+        p.add_argument("--study-name", help="Optuna study and MLflow experiment name (default: the spec's name); "
+                       "1-100 letters, digits, '_', '.', '-', starting with a letter or digit")
         p.add_argument("--steps", type=int, help="train every trial this many steps instead of the spec's budget")
         p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $GAN_STUDY_DATA or ./data)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sub.add_parser("specs", help="list the built-in specs", description="list the built-in specs")
+    add("specs", "list the built-in specs")
 
-    p = sub.add_parser("status", help="the trials of a study", description="the trials of a study")
+    p = add("status", "the trials of a study")
     p.add_argument("study", help="study name")
     _store_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of trial objects")
 
-    p = sub.add_parser("ui", help="serve the MLflow UI on the workdir's store", description="serve the MLflow UI (127.0.0.1 unless --host)")
+    p = add("ui", "serve the MLflow UI on the workdir's store", "serve the MLflow UI (127.0.0.1 unless --host)")
     _store_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
 
-    p = sub.add_parser("report", help="write a markdown and PDF report of a study", description="write report.md, report.pdf and figures/")
+    p = add("report", "write a markdown and PDF report of a study", "write report.md, report.pdf and figures/")
     p.add_argument("study", help="study name")
     _store_args(p)
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf (default: md,pdf)")
-    p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/)")
+    p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/); refused where it passes through a symlink inside the work folder")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the evaluator's floors)")
     return parser
 
@@ -110,8 +158,11 @@ def _stores(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .names import check_name
     from .spec import SpecError, load_spec
 
+    if args.study_name is not None:  # before anything: the name becomes a path and a store key
+        check_name(args.study_name, "--study-name")
     if args.data_dir:
         os.environ["GAN_STUDY_DATA"] = args.data_dir
     spec = load_spec(args.spec)
@@ -192,7 +243,10 @@ def _check_cache() -> None:
 
     from .tracking import StoreError, writable_problem
 
+    from .names import inside
+
     folder = resolve_cache_dir()
+    inside(folder, folder / CACHE_FILE, "the evaluator cache file")  # a link planted there must not redirect the write
     if (folder / CACHE_FILE).is_file():
         return  # read when the study starts; a corrupt or stale file is rebuilt, with a warning
     problem = writable_problem(folder)
@@ -264,6 +318,9 @@ def trial_rows(study, stores) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .names import check_name
+
+    check_name(args.study)
     stores = _stores(args)
     study = open_existing_study(stores, args.study)
     rows = trial_rows(study, stores)
@@ -316,12 +373,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .names import check_name, inside, refuse_links
+
+    check_name(args.study)
     if args.data_dir:
         os.environ["GAN_STUDY_DATA"] = args.data_dir
     stores = _stores(args)
+    # --out is the user's choice, but no link planted in the work folder may redirect the report.
+    out = Path(args.out) if args.out else stores.workdir / "reports" / args.study
+    refuse_links(stores.workdir, out, "the report folder")
+    if not args.out:
+        inside(stores.workdir / "reports", out, "the report folder")
     study = open_existing_study(stores, args.study)
     from reports import write_report
-    out = Path(args.out) if args.out else stores.workdir / "reports" / args.study
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = write_report(study, stores, out, formats=formats)
     for path in written:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import yaml
 
 from gan import FIELDS, ConfigError, TrainConfig
 from gan.errors import GanStudyError
+
+from .names import NameRuleError, check_name
 
 SPEC_DIR = Path(__file__).parent / "specs"
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
@@ -189,7 +193,15 @@ def load_spec(spec: str | Path) -> StudySpec:
     if not path.is_file():
         raise SpecError(f"no spec file {str(spec)!r} and no built-in spec of that name; built-in: {', '.join(builtin_specs())}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): a spec is a YAML file saved as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec file {path} ({exc.strerror or exc}): check that it is a readable file") from exc
+    try:
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -204,9 +216,10 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(TOP_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise SpecError(f"{where}: name must be a word of letters, digits, '_', '.', '-'; got name={name!r}")
+    try:
+        name = check_name(raw.get("name"), "name")
+    except NameRuleError as exc:
+        raise SpecError(f"{where}: {exc}") from exc
     objectives = _objectives(raw.get("objective", "fd"))
     # Option defaults are the StudySpec field defaults (one place for each).
     sampler, sampler_opts = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS,
@@ -401,20 +414,36 @@ def _space(raw: Any) -> tuple[Param, ...]:
         extra = sorted(set(value) - {"low", "high", "log"})
         if extra:
             raise SpecError(f"{where}: unknown key(s) {extra}; a range has low, high and log")
+        _fields({name: None}, "space", check=False)  # a training config field, not one the study sets
         low, high, log = value.get("low"), value.get("high"), value.get("log", False)
         for bound, b in (("low", low), ("high", high)):
-            if not isinstance(b, (int, float)) or isinstance(b, bool):
-                raise SpecError(f"{where}.{bound} must be a number; got {b!r}")
+            if not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b):
+                raise SpecError(f"{where}.{bound} must be a finite number; got {b!r}")
+        # int or float comes from the config field, not from how the YAML number is written
+        kind = field_kind(name)
+        if kind is None:
+            raise SpecError(f"{where}: {name} is not a numeric field, so it takes no range: give it choices: [...]")
+        if kind is int:
+            for bound, b in (("low", low), ("high", high)):
+                if not isinstance(b, int):
+                    raise SpecError(f"{where}.{bound}={b!r}: {name} is an int field, so its range needs whole-number bounds")
+        else:
+            low, high = float(low), float(high)
         if low > high:
             raise SpecError(f"{where}: low must be <= high; got low={low}, high={high}")
         if not isinstance(log, bool):
             raise SpecError(f"{where}.log must be true or false; got {log!r}")
         if log and low <= 0:
             raise SpecError(f"{where}: a log range needs low > 0; got low={low}")
-        integer = isinstance(low, int) and isinstance(high, int)
-        _fields({name: low}, "space", check=False)
-        params.append(Param(name, low=low, high=high, log=log, integer=integer))
+        params.append(Param(name, low=low, high=high, log=log, integer=kind is int))
     return tuple(params)
+
+
+def field_kind(name: str) -> type | None:
+    """``int`` or ``float`` for a numeric training config field (from its type), else None."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    kinds = {a for a in typing.get_args(hint) if a is not type(None)} if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    return next(iter(kinds)) if len(kinds) == 1 and next(iter(kinds)) in (int, float) else None
 
 
 def _sweep(raw: Any, fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[SweepPoint, ...], dict[str, str]]:
@@ -457,21 +486,51 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         raise SpecError(f"{where}: {exc}") from exc
 
 
+def _check_values(spec: StudySpec) -> None:
+    """Both bounds of every range and every choice must pass TrainConfig's rules.
+
+    Each value is tried with the fixed values alone, then beside each choice of the other
+    parameters (a rule may tie fields together: self_attention needs arch=dcgan, ...); it is
+    an error when no such config is valid. Linear in the number of values, so it also covers
+    spaces too large for :func:`_check_combinations`.
+    """
+    others = [(p.name, p.decode(label)) for p in spec.space if p.choices is not None for label in p.labels()]
+    for p in spec.space:
+        if p.choices is None:
+            values = [(f"space.{p.name}: {end}={getattr(p, end)} is invalid", {p.name: getattr(p, end)}) for end in ("low", "high")]
+        else:
+            values = [(f"space.{p.name}: value {label!r} is invalid in every combination", p.decode(label)) for label in p.labels()]
+        for shown, overrides in values:
+            first_error = None
+            for base in [{}] + [b for name, b in others if name != p.name]:
+                try:
+                    spec.config_for({**base, **overrides}, seed=0)
+                    break
+                except ConfigError as exc:
+                    first_error = first_error or exc
+            else:
+                raise SpecError(f"{shown}: {first_error}")
+
+
 def _check_combinations(spec: StudySpec) -> None:
-    """Every choice must be valid in some combination; on a grid, every combination must be."""
+    """Every choice must be valid in some combination (with the ranges at both ends); on a grid,
+    every combination must be."""
+    _check_values(spec)
     choice_params = [p for p in spec.space if p.choices is not None]
-    ranges = {p.name: p.low for p in spec.space if p.choices is None}
+    range_params = [p for p in spec.space if p.choices is None]
+    corners = [{p.name: getattr(p, end) for p in range_params} for end in (("low", "high") if range_params else ("low",))]
     combos = math.prod(len(p.choices) for p in choice_params) if choice_params else 1
-    if combos > MAX_CHECKED_COMBINATIONS:
+    if combos * len(corners) > MAX_CHECKED_COMBINATIONS:
         return
     valid_labels: set[tuple[str, Any]] = set()
     first_error = None
     for combo in itertools.product(*(p.choices for p in choice_params)):
-        overrides = dict(ranges)
-        for p, choice in zip(choice_params, combo):
-            overrides.update(p.decode(label_of(choice)))
         try:
-            spec.config_for(overrides, seed=0)
+            for corner in corners:
+                overrides = dict(corner)
+                for p, choice in zip(choice_params, combo):
+                    overrides.update(p.decode(label_of(choice)))
+                spec.config_for(overrides, seed=0)
         except ConfigError as exc:
             if spec.is_grid:
                 labels = ", ".join(f"{p.name}={label_of(c)}" for p, c in zip(choice_params, combo))
@@ -484,7 +543,8 @@ def _check_combinations(spec: StudySpec) -> None:
             if (p.name, repr(label_of(c))) not in valid_labels:
                 raise SpecError(f"space.{p.name}: value {label_of(c)!r} is invalid in every combination: {first_error}")
     if not choice_params:
-        try:
-            spec.config_for(ranges, seed=0)
-        except ConfigError as exc:
-            raise SpecError(f"space: {exc}") from exc
+        for corner in corners:
+            try:
+                spec.config_for(corner, seed=0)
+            except ConfigError as exc:
+                raise SpecError(f"space: {exc}") from exc

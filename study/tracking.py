@@ -17,8 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from gan.errors import GanStudyError
+
+from .names import check_name, inside, refuse_links
 
 T = TypeVar("T")
 log = logging.getLogger("gan_study")
@@ -152,7 +156,7 @@ class Stores:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # Workers starting together on an empty database race to create Optuna's
                 # tables; the losers find them on a second try.
-                return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1)
+                return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1, transient=_creation_race)
         except Exception as exc:
             if not create:
                 raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({_first_line(exc)}): run one with 'gan-study run'") from exc
@@ -190,11 +194,18 @@ class Stores:
             raise StoreError(f"cannot reach the MLflow tracking store {mask_url(self.tracking_uri)}: {_first_line(exc)}") from exc
 
     def experiment_id(self, study_name: str) -> str:
+        check_name(study_name)
         client = self.mlflow()
         experiment = client.get_experiment_by_name(study_name)
         if experiment is not None:
             return experiment.experiment_id
-        location = f"{self.artifact_root}/{study_name}" if self.artifact_root else None
+        location = None
+        if self.artifact_root:
+            location = f"{self.artifact_root}/{study_name}"
+            if self.artifact_root.startswith("file:"):  # the embedded store's folder: artifacts stay in it
+                root = Path(url2pathname(urlparse(self.artifact_root).path))
+                refuse_links(self.workdir, root / study_name, "the MLflow artifact folder")
+                inside(root, root / study_name, "the MLflow artifact folder")
         try:
             return client.create_experiment(study_name, artifact_location=location)
         except Exception:  # another worker created it first
@@ -279,17 +290,80 @@ def _driver_hint(exc: BaseException, url: str) -> str:
     return ""
 
 
-def retry(fn: Callable[[], T], attempts: int = 5, delay: float = 0.5) -> T:
-    """Call ``fn`` again on transient store errors (SQLite 'database is locked', a busy server)."""
+# Never retried: a bug or bad input raises the same way every time.
+PROGRAMMING_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, NameError, AssertionError,
+                      NotImplementedError, ImportError, LookupError, ArithmeticError)
+TRANSIENT_TEXT = re.compile(
+    r"database is locked|database table is locked|connection refused|connection reset|timed out|timeout expired"
+    r"|server closed the connection|could not connect|temporarily unavailable|failed with error code (?:5\d\d|429)"
+    r"|too many (?:5\d\d|429) error responses",
+    re.IGNORECASE,
+)
+TRANSIENT_MLFLOW_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (explicit cause first)."""
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out and len(out) < 10:
+        out.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return out
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a store call that raised ``exc`` may succeed if made again.
+
+    Transient: connection refused/reset, timeouts, SQLite's 'database is locked', SQLAlchemy's
+    OperationalError (the database went away), an MLflow server's HTTP 5xx and 429. A
+    programming error (TypeError, KeyError, ValueError, ...) is never transient, also where a
+    store wraps it (MLflow's SQL store turns any exception into an MlflowException).
+    """
+    import sqlite3
+
+    for error in _chain(exc):
+        if isinstance(error, PROGRAMMING_ERRORS):
+            return False
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(error, sqlite3.OperationalError):
+            return bool(TRANSIENT_TEXT.search(str(error)))
+        name = f"{type(error).__module__}.{type(error).__name__}"
+        if name.startswith("sqlalchemy.") and type(error).__name__ in ("OperationalError", "DisconnectionError", "TimeoutError"):
+            return True
+        if name.startswith("requests.") and type(error).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RetryError"):
+            return True
+        if name.startswith("mlflow."):
+            code = getattr(error, "error_code", None)
+            status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else None
+            if code in TRANSIENT_MLFLOW_CODES or (type(error).__name__ == "RestException" and (status == 429 or (status or 0) >= 500)):
+                return True
+            if TRANSIENT_TEXT.search(str(error)):
+                return True
+    return False
+
+
+def retry(fn: Callable[[], T], attempts: int = 5, delay: float = 0.5, transient: Callable[[BaseException], bool] = is_transient) -> T:
+    """Call ``fn`` again on transient store errors (see :func:`is_transient`); any other error
+    propagates at once."""
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:
-            if attempt == attempts - 1:
+            if attempt == attempts - 1 or not transient(exc):
                 raise
             log.debug("store call failed (%s), retrying", _first_line(exc))
             time.sleep(delay * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """Workers creating Optuna's tables at once: the losers' CREATE fails on what the winner made."""
+    return is_transient(exc) or any(
+        type(e).__name__ in ("IntegrityError", "ProgrammingError") and re.search(r"already exists|duplicate key", str(e), re.IGNORECASE)
+        for e in _chain(exc)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

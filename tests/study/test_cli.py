@@ -136,3 +136,18 @@ def test_ui_serves_the_runs_on_localhost(tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_mlflow_tracking_uri_is_honoured(tmp_path, monkeypatch):
+    """A team's MLFLOW_TRACKING_URI is used when neither --tracking-uri nor GAN_STUDY_TRACKING_URI is set."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("GAN_STUDY_TRACKING_URI", raising=False)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    spec = write_spec(tmp_path, name="env", trials=1, budget={"steps": 10}, evaluation={"every": 100, "samples": 500, "final_samples": 500})
+    out = gan_study("run", str(spec), "--quiet", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": other})
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "gan-study-runs" / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=other)
+    runs = client.search_runs([client.get_experiment_by_name("env").experiment_id])
+    assert sorted(r.data.tags["gan_study.role"] for r in runs) == ["invocation", "trial"]

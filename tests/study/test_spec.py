@@ -41,7 +41,15 @@ def test_scientific_notation_reads_as_numbers(tmp_path):
     "change, message",
     [
         ({"epochs": 3}, r"unknown key\(s\) \['epochs'\]"),
-        ({"name": "a b"}, "name must be a word"),
+        ({"name": "a b"}, r"name 'a b' is not allowed \(it has a character outside the allowed set\)"),
+        ({"name": "../../esc"}, r"name '../../esc' is not allowed \(it contains a path separator\)"),
+        ({"name": ""}, r"name '' is not allowed \(it is empty\)"),
+        ({"space": {"d_dropout": {"low": 0.1, "high": 1.5}}}, r"space.d_dropout: high=1.5 is invalid: d_dropout must be in \[0.0, 1.0\)"),
+        ({"space": {"real_label": {"low": 0.4, "high": 1.0}}}, r"space.real_label: low=0.4 is invalid: real_label must be in \[0.5, 1.0\]"),
+        ({"space": {"batch_size": {"low": 32, "high": 64.5}}}, r"space.batch_size.high=64.5: batch_size is an int field"),
+        ({"space": {"arch": {"low": 0, "high": 1}}}, "space.arch: arch is not a numeric field, so it takes no range"),
+        ({"space": {"lr_g": {"low": 1e-4, "high": float("inf")}}}, "space.lr_g.high must be a finite number"),
+        ({"space": {"beta1": [0.5, 1.0]}}, r"space.beta1: value 1.0 is invalid in every combination: beta1 must be in \[0.0, 1.0\)"),
         ({"trials": "ten"}, "trials must be an int >= 1, got trials='ten'"),
         ({"sampler": "bayes"}, "sampler must be one of tpe, random, grid, nsga2, cmaes; got sampler='bayes'"),
         ({"pruner": "asha"}, "pruner must be one of none, median, hyperband"),
@@ -98,3 +106,25 @@ def test_startup_trials_reach_the_sampler_and_the_pruner():
     assert make_pruner(spec)._n_startup_trials == 2
     default = parse_spec(BASE)
     assert (default.sampler_startup_trials, default.pruner_startup_trials) == (10, 3)  # Optuna's TPE default; ours for the pruner
+
+
+def test_range_type_comes_from_the_config_field():
+    spec = parse_spec({**BASE, "space": {"lr_g": {"low": 1, "high": 2}, "batch_size": {"low": 32, "high": 256, "log": True}}})
+    lr, batch = spec.space
+    assert (lr.integer, type(lr.low), type(lr.high)) == (False, float, float)
+    assert (batch.integer, batch.low, batch.high) == (True, 32, 256)
+
+
+def test_every_choice_is_checked_in_a_space_too_large_to_combine():
+    space = {f: [v, w] for f, v, w in (("optimizer", "adam", "sgd"), ("loss", "ns", "hinge"), ("arch", "mlp", "dcgan"))}
+    space.update({"latent_dim": list(range(1, 40)), "batch_size": list(range(1, 40)), "g_channels": list(range(1, 40))})
+    space["momentum"] = [0.0, 0.5, 1.5]
+    with pytest.raises(SpecError, match=r"space.momentum: value 1.5 is invalid in every combination: momentum must be in"):
+        parse_spec({**BASE, "space": space})
+
+
+def test_a_spec_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe" + bytes(range(256)) + b"\x80" * 42)
+    with pytest.raises(SpecError, match=rf"{path} is not UTF-8 text \(byte 0xff at offset 0\)"):
+        load_spec(path)
