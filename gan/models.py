@@ -158,7 +158,3 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     if in_d:
         _apply_spectral_norm(discriminator)
     return generator, discriminator
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

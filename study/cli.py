@@ -137,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.
     # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow prints "View run ... at: URL" to stdout whenever a run on a server ends; the CLI's
+    # output is its own (and workers end many runs).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
+    # each call on top, a worker rides out a tracking-server restart of about a minute and gives
+    # up on a dead server in a few minutes rather than an hour. (Spawned workers inherit these.)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         from .tracking import mask_url
 
         print(f"gan-study: error: {mask_url(' '.join(str(exc).split()))}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("gan-study: interrupted; the running trial is marked failed and will be retried on the next run", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -173,15 +181,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
     import gan
+    from gan import metrics as gm
     from gan.config import resolve_device
+
+    from .preflight import check_cache, check_idx_files
 
     resolve_device(args.device)  # --device cuda without CUDA: fail now
     stores = _stores(args)
     stores.check()  # unreachable servers, an unusable work folder: fail before anything is written
-    _check_idx_files(args.data_dir)
+    check_idx_files(args.data_dir)
     for train in (True, False):  # a missing or corrupt dataset fails before any store is touched
         gan.load_mnist(args.data_dir, train=train, subset=1)
-    _check_cache()
+    check_cache()
     from .runner import RunOptions, run_study
 
     opts = RunOptions(
@@ -198,60 +209,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary)
     if result.best:
         metrics = result.best["metrics"]
-        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("fd", "modes", "kl_uniform", "is", "precision", "recall") if k in metrics)
+        shown = ", ".join(f"{m.name}={metrics[m.name]:.4g}" for m in gm.metrics_of("score", shown=True) if m.name in metrics)
         print(f"best trial {result.best['number']}: {shown}")
     print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
     return 0
-
-
-IDX_FILES = {  # name: (magic, item shape)
-    "train-images-idx3-ubyte": (0x0803, (28, 28)),
-    "train-labels-idx1-ubyte": (0x0801, ()),
-    "t10k-images-idx3-ubyte": (0x0803, (28, 28)),
-    "t10k-labels-idx1-ubyte": (0x0801, ()),
-}
-
-
-def _check_idx_files(data_dir: str | None) -> None:
-    """MNIST's IDX files that are there must be whole: the header's magic, and the size it implies.
-
-    (Missing files are left to the loader, which downloads them where it can.)
-    """
-    from gan.data import resolve_data_dir
-    from gan.errors import DataError
-
-    raw = resolve_data_dir(data_dir) / "MNIST" / "raw"
-    for name, (magic, shape) in IDX_FILES.items():
-        path = raw / name
-        if not path.is_file():
-            continue
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            header = handle.read(4 + 4 * (1 + len(shape)))
-        fix = f"replace it with the official IDX file (or delete {raw} to download MNIST again)"
-        if len(header) < 4 or int.from_bytes(header[:4], "big") != magic:
-            raise DataError(f"MNIST file {path} is not an IDX file of its kind (wrong magic number {header[:4].hex() or 'none'}, expected {magic:08x}): {fix}")
-        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(shape))]
-        expected = len(header) + (dims[0] if len(dims) == 1 + len(shape) else 0) * (28 * 28 if shape else 1)
-        if len(header) < 4 + 4 * (1 + len(shape)) or tuple(dims[1:]) != shape or size != expected:
-            raise DataError(f"MNIST file {path} is truncated or corrupt ({size} bytes, its header implies {expected}): {fix}")
-
-
-def _check_cache() -> None:
-    """Without a cached evaluator one is trained (minutes): refuse first if it could not be saved."""
-    from gan.evaluator import CACHE_ENV, CACHE_FILE, resolve_cache_dir
-
-    from .tracking import StoreError, writable_problem
-
-    from .names import inside
-
-    folder = resolve_cache_dir()
-    inside(folder, folder / CACHE_FILE, "the evaluator cache file")  # a link planted there must not redirect the write
-    if (folder / CACHE_FILE).is_file():
-        return  # read when the study starts; a corrupt or stale file is rebuilt, with a warning
-    problem = writable_problem(folder)
-    if problem:
-        raise StoreError(f"cannot write the evaluator cache in {folder} ({problem}): set {CACHE_ENV} to a writable folder")
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
@@ -265,60 +226,9 @@ def cmd_specs(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_existing_study(stores, name: str):
-    """The named study; a one-line error listing the studies that exist otherwise."""
-    import optuna
-
-    from .tracking import StoreError, mask_url
-
-    if stores.embedded and not Path(stores.storage_url).exists():
-        raise StoreError(f"no study {name!r}: there are no studies in {stores.workdir} (run one with 'gan-study run')")
-    if not stores.embedded:
-        from .tracking import check_database
-
-        check_database(stores.storage_url, "Optuna storage", "--storage")
-    storage = stores.optuna_storage(heartbeat=False, create=False)
-    try:
-        names = optuna.get_all_study_names(storage)
-    except Exception as exc:
-        raise StoreError(f"cannot read the Optuna storage {mask_url(stores.storage_url)}: {str(exc).splitlines()[0]}") from exc
-    if name not in names:
-        existing = ", ".join(sorted(names)) or "none"
-        raise StoreError(f"no study {name!r} in {mask_url(stores.storage_url)}; studies: {existing}")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def trial_rows(study, stores) -> list[dict[str, Any]]:
-    """One object per trial: what status prints and scripts read."""
-    client = stores.mlflow()
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        run_id = t.user_attrs.get("mlflow_run_id")
-        run_status = None
-        if run_id:
-            try:
-                run_status = client.get_run(run_id).info.status
-            except Exception:
-                run_status = "MISSING"
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "params": t.params,
-                "values": t.values,
-                "metrics": t.user_attrs.get("metrics", {}),
-                "reason": t.user_attrs.get("reason") or ("worker died (no heartbeat)" if t.state.name == "FAIL" else None),
-                "duration_s": duration,
-                "mlflow_run_id": run_id,
-                "mlflow_status": run_status,
-            }
-        )
-    return rows
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from .names import check_name
+    from .status import open_existing_study, status_table, trial_rows
 
     check_name(args.study)
     stores = _stores(args)
@@ -327,31 +237,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    import pandas as pd
-
-    table = []
-    for r in rows:
-        m = r["metrics"]
-        table.append(
-            {
-                "#": r["number"],
-                "state": r["state"],
-                "value": ", ".join(f"{v:.4g}" for v in r["values"]) if r["values"] else "",
-                **{k: (f"{m[k]:.4g}" if k in m else "") for k in ("fd", "modes", "kl_uniform", "is", "precision", "recall")},
-                "secs": f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "",
-                "mlflow run": f"{(r['mlflow_run_id'] or '')[:8]} {r['mlflow_status'] or ''}".strip(),
-                "params": ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()),
-                "reason": (r["reason"] or "")[:60],
-            }
-        )
-    with pd.option_context("display.max_colwidth", 80, "display.width", 250):
-        print(f"study {args.study}: {len(rows)} trials")
-        print(pd.DataFrame(table).to_string(index=False) if table else "(no trials yet)")
+    print(f"study {args.study}: {len(rows)} trials")
+    print(status_table(rows))
     return 0
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -384,8 +272,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     refuse_links(stores.workdir, out, "the report folder")
     if not args.out:
         inside(stores.workdir / "reports", out, "the report folder")
-    study = open_existing_study(stores, args.study)
     from reports import write_report
+
+    from .status import open_existing_study
+
+    study = open_existing_study(stores, args.study)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = write_report(study, stores, out, formats=formats)
     for path in written:

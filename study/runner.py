@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gan.config import resolve_device
 from gan.errors import GanStudyError
 
+from .names import check_name
 from .objective import Evaluation, TrialRunner, free_memory, load_evaluation
 from .record import Tag, TrialRecord
 from .recovery import counted_trials, counts, fail_trials_of_this_process, may_take_over, reconcile, worker_identity
@@ -54,6 +55,9 @@ class RunOptions:
     quiet: bool = False
     data_dir: str | None = None
     target_trials: int = 10
+
+    def __post_init__(self) -> None:
+        check_name(self.study_name)  # a path and a store key: library callers get the CLI's rule
 
 
 @dataclass

@@ -26,14 +26,6 @@ from .names import check_name, inside, refuse_links
 
 T = TypeVar("T")
 log = logging.getLogger("gan_study")
-# MLflow prints "View run ... at: URL" to stdout whenever a run on a server ends; the CLI's
-# output is its own (and workers end many runs).
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-# MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
-# each call on top, a worker rides out a tracking-server restart of about a minute and gives
-# up on a dead server in a few minutes rather than an hour.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
 class StoreError(GanStudyError):

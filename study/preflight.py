@@ -1,0 +1,53 @@
+"""Checks before a run writes anything: MNIST's files are whole, and the evaluator cache can be
+written (training an evaluator takes minutes; failing after them would waste them)."""
+
+from __future__ import annotations
+
+from gan.data import resolve_data_dir
+from gan.errors import DataError
+from gan.evaluator import CACHE_ENV, CACHE_FILE, resolve_cache_dir
+
+from .names import inside
+from .tracking import StoreError, writable_problem
+
+__all__ = ["check_cache", "check_idx_files"]
+
+IDX_FILES = {  # name: (magic, item shape)
+    "train-images-idx3-ubyte": (0x0803, (28, 28)),
+    "train-labels-idx1-ubyte": (0x0801, ()),
+    "t10k-images-idx3-ubyte": (0x0803, (28, 28)),
+    "t10k-labels-idx1-ubyte": (0x0801, ()),
+}
+
+
+def check_idx_files(data_dir: str | None) -> None:
+    """MNIST's IDX files that are there must be whole: the header's magic, and the size it implies.
+
+    (Missing files are left to the loader, which downloads them where it can.)
+    """
+    raw = resolve_data_dir(data_dir) / "MNIST" / "raw"
+    for name, (magic, shape) in IDX_FILES.items():
+        path = raw / name
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header = handle.read(4 + 4 * (1 + len(shape)))
+        fix = f"replace it with the official IDX file (or delete {raw} to download MNIST again)"
+        if len(header) < 4 or int.from_bytes(header[:4], "big") != magic:
+            raise DataError(f"MNIST file {path} is not an IDX file of its kind (wrong magic number {header[:4].hex() or 'none'}, expected {magic:08x}): {fix}")
+        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(shape))]
+        expected = len(header) + (dims[0] if len(dims) == 1 + len(shape) else 0) * (28 * 28 if shape else 1)
+        if len(header) < 4 + 4 * (1 + len(shape)) or tuple(dims[1:]) != shape or size != expected:
+            raise DataError(f"MNIST file {path} is truncated or corrupt ({size} bytes, its header implies {expected}): {fix}")
+
+
+def check_cache() -> None:
+    """Without a cached evaluator one is trained (minutes): refuse first if it could not be saved."""
+    folder = resolve_cache_dir()
+    inside(folder, folder / CACHE_FILE, "the evaluator cache file")  # a link planted there must not redirect the write
+    if (folder / CACHE_FILE).is_file():
+        return  # read when the study starts; a corrupt or stale file is rebuilt, with a warning
+    problem = writable_problem(folder)
+    if problem:
+        raise StoreError(f"cannot write the evaluator cache in {folder} ({problem}): set {CACHE_ENV} to a writable folder")

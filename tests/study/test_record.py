@@ -1,0 +1,65 @@
+"""The trial record and the metric registry: one home each, read by every layer."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from gan import metrics as gm
+from study import record
+from study.record import TrialRecord
+
+
+def test_the_record_round_trips_through_optuna_and_refuses_unknown_fields():
+    study = optuna.create_study()
+    trial = study.ask()
+    record.write(trial, reason="pruned at step 30", retry_of=4, metrics={"fd": 3.5}, repeat_run_ids=["a", "b"])
+    with pytest.raises(TypeError, match="resaon"):
+        record.write(trial, resaon="a typo is an error, not a silent empty column")
+    study.tell(trial, 1.0)
+    rec = TrialRecord.from_trial(study.trials[0])
+    assert (rec.reason, rec.retry_of, rec.metrics, rec.surplus) == ("pruned at step 30", 4, {"fd": 3.5}, False)
+    assert rec.curve_runs == [("a", 0), ("b", 1)]
+    assert TrialRecord.from_trial(study.ask()) == TrialRecord()  # a trial made by hand: every default
+
+
+def test_the_registry_knows_every_training_record_and_every_direction():
+    from gan.train import RECORD_KEYS
+
+    assert set(RECORD_KEYS) <= {m.name for m in gm.metrics_of("curve")}
+    for m in gm.METRICS.values():
+        assert m.direction in ("minimize", "maximize", None) and m.label
+    assert gm.label("train_seconds") == "training time (s)" and gm.label("no-such-metric") == "no-such-metric"
+    with pytest.raises(ValueError, match="direction"):
+        gm.register(gm.MetricInfo("x", "x", "lower"))
+
+
+@pytest.fixture
+def feature_norm():
+    """A metric added the way a user would: one register() call."""
+    info = gm.register(gm.MetricInfo("feature_norm", "mean evaluator-feature norm", "minimize",
+                                     compute=lambda s: s.features.norm(dim=1).mean().item()))
+    yield info
+    del gm.METRICS[info.name]
+
+
+def test_adding_a_metric_is_one_edit(feature_norm, tmp_path):
+
+    from reports.analysis import leaderboard
+    from reports.data import load
+    from study.runner import RunOptions, run_study
+    from study.spec import parse_spec
+    from study.tracking import Stores
+    from tests.common import TINY
+
+    raw = {**TINY, "name": "norm", "trials": 1, "budget": {"steps": 20}, "objective": "feature_norm", "pruner": "median"}
+    spec = parse_spec(raw)  # the spec accepts it as an objective a pruner can act on, with its direction
+    assert [(o.metric, o.direction) for o in spec.objectives] == [("feature_norm", "minimize")]
+    stores = Stores.resolve(tmp_path / "runs")
+    outcome = run_study(spec, RunOptions(stores=stores, study_name="norm", device="cpu", quiet=True, target_trials=1))
+    assert outcome.complete == 1 and outcome.best["value"] == outcome.best["metrics"]["feature_norm"] > 0
+    study = optuna.load_study(study_name="norm", storage=stores.optuna_storage())
+    data = load(study, stores, tmp_path)
+    columns, rows, _, _ = leaderboard(data)
+    assert "feature_norm" in columns
+    assert rows[-1][columns.index("feature_norm")] not in ("", "—")
