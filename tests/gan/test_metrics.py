@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import scipy.linalg
 import torch
 
 from gan import metrics
-from gan.evaluator import Evaluator, load_evaluator
+from gan.evaluator import CACHE_FILE, load_evaluator, weights_hash
 from gan.metrics import (
     KEYS,
     class_metrics,
@@ -23,11 +25,6 @@ from gan.metrics import (
     real_stats,
     score,
 )
-
-
-@pytest.fixture(scope="session")
-def evaluator() -> Evaluator:
-    return load_evaluator()
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +104,26 @@ def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
     again = real_stats(fresh)
     assert again is not stats and torch.equal(again.features, stats.features) and torch.equal(again.sigma, stats.sigma)
     assert (evaluator.cache_dir / "real-stats.pt").is_file()
+
+
+def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog):
+    # The same recipe trains other weights on another CPU: same recipe key, other features.
+    expected = real_stats(evaluator)
+    for name in (CACHE_FILE, "real-stats.pt"):
+        shutil.copy(evaluator.cache_dir / name, tmp_path / name)
+    same = load_evaluator(cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        assert torch.equal(real_stats(same).features, expected.features)
+    assert caplog.text == ""  # the same weights read the copied file
+    other = load_evaluator(cache_dir=tmp_path)
+    with torch.no_grad():
+        other.body[1].weight.mul_(1.01)
+    other.weights_hash = weights_hash(other)  # as load_evaluator computes it for such weights
+    assert other.key == evaluator.key
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        stats = real_stats(other)
+    assert "stale" in caplog.text
+    assert stats.key != expected.key and not torch.equal(stats.features, expected.features)
 
 
 def test_score_rejects_bad_input(evaluator):
