@@ -69,8 +69,10 @@ def test_other_real_images_score_at_the_floor(evaluator, mnist_train, floor):
     result = score(mnist_train.batch(idx), evaluator)
     assert result["modes"] == 10 and result["kl_uniform"] < 0.01 and result["is"] > 9
     assert result["precision"] > 0.6 and result["recall"] > 0.6
-    # Seven 10k draws gave FD 0.034-0.045 on this evaluator: the floor is itself a random variable.
-    assert result["fd"] == pytest.approx(floor["fd"], rel=0.35)
+    # Both draws are real digits: their FDs differ by sampling noise only. That noise depends on
+    # the evaluator's feature space (10k draws spread over about +-20 % on two evaluators), so the
+    # bound is a factor of 2, still far below any generator short of real data.
+    assert floor["fd"] / 2 < result["fd"] < 2 * floor["fd"]
     assert result["precision"] == pytest.approx(floor["precision"], abs=0.02)
     assert result["recall"] == pytest.approx(floor["recall"], abs=0.02)
 
@@ -88,12 +90,33 @@ def test_two_digit_mixture_covers_two_modes(evaluator, mnist_test):
     assert result["is"] == pytest.approx(2, abs=0.2)
 
 
+FADE = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.35, 0.5, 0.75, 1.0)
+
+
 def test_fd_grows_as_real_images_fade_into_noise(evaluator, mnist_train):
+    """What FD guarantees on any evaluator the recipe trains, along a fade from digits to noise.
+
+    Once images are mostly noise the evaluator's features saturate and FD levels off, at a noise
+    level and a height that depend on the weights: an AMD EPYC's evaluator gave FD 0.11, 0.56,
+    2.3, 12, 36, 51 for 0-50 % noise, then no further rise. So FD must rise only while the
+    evaluator still recognizes most digits, and every unrecognizable level must score worse
+    than every recognizable one.
+    """
     idx = torch.randperm(len(mnist_train), generator=torch.Generator().manual_seed(7))[:2000]
-    real = mnist_train.batch(idx)
+    real, labels = mnist_train.batch(idx), mnist_train.labels[idx]
     noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(8)) * 2 - 1
-    fds = [score((1 - a) * real + a * noise, evaluator)["fd"] for a in (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)]
-    assert all(b > a for a, b in zip(fds, fds[1:])), fds
+    fds, accuracy = [], []
+    for a in FADE:
+        images = (1 - a) * real + a * noise
+        fds.append(score(images, evaluator)["fd"])
+        accuracy.append((evaluator.predict(images)[0].argmax(1) == labels).float().mean().item())
+    shown = [f"{a:.0%}: FD {fd:.3g}, accuracy {acc:.3f}" for a, fd, acc in zip(FADE, fds, accuracy)]
+    assert accuracy[-1] < 0.5, shown  # pure noise carries no digit
+    recognized = next(i for i, acc in enumerate(accuracy) if acc < 0.5)
+    assert FADE[recognized] > 0.05, shown  # 5 % noise hides no digit
+    assert all(b > a for a, b in zip(fds[:recognized], fds[1:recognized])), shown
+    assert min(fds[recognized:]) > max(fds[:recognized]), shown
+    assert fds[0] < 0.01 * max(fds), shown  # real against real: sampling noise only
 
 
 def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
