@@ -14,7 +14,9 @@ with the scores it gives.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,14 +154,21 @@ def load_evaluator(
     key = digest(VERSION, {"channels": CHANNELS, "features": FEATURES, "dropout": DROPOUT},
                  dataclasses.asdict(config), data_checksum(train_split))
     path = resolve_cache_dir(cache_dir) / CACHE_FILE
+    seen = _mtime(path)
     model = _load_cached(path, key)
     if model is None:
-        log.info("training the MNIST evaluator (cached in %s)", path)
-        model, seconds = _train(train_split.to(device), config)
-        model.train_seconds = seconds
-        model.test_accuracy, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False).to(device))
-        log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * model.test_accuracy, model.train_seconds)
-        _save(model, path, key)
+        # The workers of a study start together on a cold cache: one trains, the others wait for
+        # its file instead of each training at a fraction of the cores.
+        with _locked(path.with_name(CACHE_FILE + ".lock")):
+            if _mtime(path) != seen:
+                model = _load_cached(path, key)
+            if model is None:
+                log.info("training the MNIST evaluator (cached in %s)", path)
+                model, seconds = _train(train_split.to(device), config)
+                model.train_seconds = seconds
+                model.test_accuracy, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False).to(device))
+                log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * model.test_accuracy, seconds)
+                _save(model, path, key)
     elif math.isnan(model.test_loss):  # a cache file from before test_loss was recorded
         _, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False))
         try:
@@ -169,6 +179,22 @@ def load_evaluator(
     model = model.to(device).eval().requires_grad_(False)
     model.key, model.cache_dir, model.data_dir = key, path.parent, resolve_data_dir(data_dir)
     return model
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing), across processes and threads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one open file per holder: flock then excludes threads too
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _save(model: Evaluator, path: Path, key: str) -> None:

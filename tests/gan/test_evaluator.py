@@ -11,10 +11,13 @@ import copy
 import logging
 import math
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+from gan import evaluator as evaluator_module
 from gan.evaluator import (
     CACHE_FILE,
     FEATURES,
@@ -142,6 +145,32 @@ def test_cache_without_test_loss_gains_it_without_retraining(tmp_path, caplog, e
     assert model.card() == evaluator.card() | {"test_loss": pytest.approx(evaluator.test_loss, rel=1e-4)}
     stored = read_cache(tmp_path / CACHE_FILE, evaluator.key)
     assert stored["test_loss"] == model.test_loss and stored["train_seconds"] == evaluator.train_seconds
+
+
+def test_concurrent_first_loads_train_once(tmp_path, monkeypatch):
+    # The second load reads the empty cache while the first trains, then waits for its file.
+    trainings, reads, second_has_looked = [], [], threading.Event()
+    real_train, real_load = evaluator_module._train, evaluator_module._load_cached
+
+    def counted_train(*args):
+        trainings.append(threading.get_ident())
+        assert second_has_looked.wait(600)
+        return real_train(*args)
+
+    def counted_load(*args):
+        found = real_load(*args)
+        reads.append(found)
+        if len(reads) == 2:
+            second_has_looked.set()
+        return found
+
+    monkeypatch.setattr(evaluator_module, "_train", counted_train)
+    monkeypatch.setattr(evaluator_module, "_load_cached", counted_load)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(load_evaluator, cache_dir=tmp_path, config=QUICK)
+        second = pool.submit(load_evaluator, cache_dir=tmp_path, config=QUICK)
+        a, b = first.result(timeout=600), second.result(timeout=600)
+    assert len(trainings) == 1 and a.card() == b.card()
 
 
 def test_cache_write_is_atomic_and_readable(tmp_path):
