@@ -5,11 +5,18 @@ batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy after
 training on 2 CPU cores and scores 10,000 images in under half a second there. Its logits give
 classes, KL and the Inception Score; its 128-d penultimate layer is the feature space of the
 Fréchet distance and precision/recall.
+
+The evaluator defines every score, and the same recipe trains different weights on different
+CPUs (other kernels, other rounding). So a loaded evaluator carries ``weights_hash`` besides the
+recipe's cache ``key``: caches of its features are keyed by it, and its ``card()`` is recorded
+with the scores it gives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -17,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,7 @@ VERSION = "mnist-cnn/2"
 CHANNELS = (24, 48, 64)
 FEATURES = 128
 DROPOUT = 0.2
+ARCHITECTURE = f"CNN {'-'.join(map(str, CHANNELS))} conv, {FEATURES}-d features, 10 classes"
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,29 @@ class Evaluator(nn.Module):
         self.head = nn.Linear(FEATURES, 10)
         # Set by load_evaluator; not part of the weights.
         self.test_accuracy = math.nan
+        self.test_loss = math.nan
+        """Mean cross-entropy on the MNIST test split (nats)."""
         self.train_seconds = math.nan
         self.key = ""
+        """The recipe's cache key: equal on every machine, unlike the weights it trains."""
+        self.weights_hash = ""
+        """SHA-256 of the loaded weights (see ``weights_hash``): tells this scorer from any other."""
         self.cache_dir = Path()
         self.data_dir = Path()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.body(images)))
+
+    def card(self) -> dict[str, Any]:
+        """What identifies this scorer and how good it is; recorded with the scores it gives."""
+        return {
+            "architecture": ARCHITECTURE,
+            "weights_hash": self.weights_hash,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "train_seconds": self.train_seconds,
+            "recipe_key": self.key,
+        }
 
     @property
     def device(self) -> torch.device:
@@ -129,24 +154,60 @@ def load_evaluator(
     key = digest(VERSION, {"channels": CHANNELS, "features": FEATURES, "dropout": DROPOUT},
                  dataclasses.asdict(config), data_checksum(train_split))
     path = resolve_cache_dir(cache_dir) / CACHE_FILE
-    cached = _load_cached(path, key)
-    if cached is not None:
-        model, accuracy, seconds = cached
-    else:
-        log.info("training the MNIST evaluator (cached in %s)", path)
-        model, seconds = _train(train_split.to(device), config)
-        accuracy = accuracy_on(model, load_mnist(data_dir, train=False).to(device))
-        log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * accuracy, seconds)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        write_cache(path, key, {"state_dict": state, "test_accuracy": accuracy, "train_seconds": seconds})
+    seen = _mtime(path)
+    model = _load_cached(path, key)
+    if model is None:
+        # The workers of a study start together on a cold cache: one trains, the others wait for
+        # its file instead of each training at a fraction of the cores.
+        with _locked(path.with_name(CACHE_FILE + ".lock")):
+            if _mtime(path) != seen:
+                model = _load_cached(path, key)
+            if model is None:
+                log.info("training the MNIST evaluator (cached in %s)", path)
+                model, seconds = _train(train_split.to(device), config)
+                model.train_seconds = seconds
+                model.test_accuracy, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False).to(device))
+                log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * model.test_accuracy, seconds)
+                _save(model, path, key)
+    elif math.isnan(model.test_loss):  # a cache file from before test_loss was recorded
+        _, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False))
+        try:
+            _save(model, path, key)
+        except OSError as exc:  # a read-only shared cache still serves; the loss is recomputed next time
+            log.warning("cannot add test_loss to cache file %s (%s)", path, exc)
+    model.weights_hash = weights_hash(model)
     model = model.to(device).eval().requires_grad_(False)
-    model.test_accuracy, model.train_seconds = accuracy, seconds
     model.key, model.cache_dir, model.data_dir = key, path.parent, resolve_data_dir(data_dir)
     return model
 
 
-def _load_cached(path: Path, key: str) -> tuple[Evaluator, float, float] | None:
-    """The cached evaluator with its test accuracy and training seconds, or None (see read_cache)."""
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing), across processes and threads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one open file per holder: flock then excludes threads too
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _save(model: Evaluator, path: Path, key: str) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_cache(path, key, {"state_dict": state, "test_accuracy": model.test_accuracy, "test_loss": model.test_loss,
+                            "train_seconds": model.train_seconds})
+
+
+def _load_cached(path: Path, key: str) -> Evaluator | None:
+    """The cached evaluator (in eval mode, on CPU) with its recorded numbers, or None (see read_cache).
+
+    ``test_loss`` is NaN in a payload written before it was recorded.
+    """
     payload = read_cache(path, key)
     if payload is None:
         return None
@@ -154,16 +215,30 @@ def _load_cached(path: Path, key: str) -> tuple[Evaluator, float, float] | None:
         model = Evaluator()
     try:
         model.load_state_dict(payload["state_dict"])
-        return model, float(payload["test_accuracy"]), float(payload["train_seconds"])
+        model.test_accuracy = float(payload["test_accuracy"])
+        model.train_seconds = float(payload["train_seconds"])
+        model.test_loss = float(payload.get("test_loss", math.nan))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         log.warning("cache file %s is corrupt (%s); rebuilding it", path, exc)
         return None
+    return model.eval()
 
 
-def accuracy_on(model: Evaluator, split: MNIST) -> float:
-    """Fraction of ``split`` that ``model`` (in eval mode) classifies correctly."""
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 hex of ``model``'s state_dict: every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def accuracy_and_loss(model: Evaluator, split: MNIST) -> tuple[float, float]:
+    """Fraction of ``split`` that ``model`` (in eval mode) classifies correctly, and its mean cross-entropy."""
     logits, _ = model.predict(split.batch(torch.arange(len(split), device=split.device)))
-    return (logits.argmax(1) == split.labels.to(logits.device)).float().mean().item()
+    labels = split.labels.to(logits.device)
+    return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
 
 
 def _train(split: MNIST, cfg: ClassifierConfig) -> tuple[Evaluator, float]:

@@ -129,7 +129,7 @@ class RealStats:
     radii: torch.Tensor
     """float32 (N,) distance of each test feature to its K-th nearest other test feature."""
     key: str
-    """Cache key: the evaluator's key and the test data's checksum."""
+    """Cache key: the evaluator's recipe key and weights hash, and the test data's checksum."""
 
 
 # Per evaluator, per data folder; weak so a dropped evaluator frees its statistics.
@@ -146,7 +146,8 @@ def real_stats(evaluator: Evaluator, data_dir: str | os.PathLike | None = None) 
     if str(folder) in memo:
         return memo[str(folder)]
     test = load_mnist(folder, train=False)
-    key = digest(METRICS_VERSION, K, evaluator.key, data_checksum(test))
+    # The recipe key alone is not enough: the same recipe trains other weights on another CPU.
+    key = digest(METRICS_VERSION, K, evaluator.key, evaluator.weights_hash, data_checksum(test))
     path = evaluator.cache_dir / "real-stats.pt"
     payload = read_cache(path, key)
     try:

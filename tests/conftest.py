@@ -31,3 +31,15 @@ def mnist_test():
     from gan.data import load_mnist
 
     return load_mnist(train=False)
+
+
+@pytest.fixture(scope="session")
+def evaluator():
+    """The evaluator, trained into the cache on first use (minutes).
+
+    Tests that start CLI subprocesses ask for it too, so a cold cache is filled once, here,
+    before their deadlines start, and not by several subprocesses at once.
+    """
+    from gan.evaluator import load_evaluator
+
+    return load_evaluator()

@@ -1,4 +1,4 @@
-"""The evaluator classifier: accuracy on the real test set, freezing, and its disk cache.
+"""The evaluator classifier: accuracy on the real test set, freezing, its identity and disk cache.
 
 The full evaluator trains once per checkout (cached in $GAN_STUDY_CACHE); cache-rebuild tests
 use tmp folders and a real but short training (``max_steps``), so they prove "rebuilt, not
@@ -7,36 +7,63 @@ crashed" in seconds.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+from gan import evaluator as evaluator_module
 from gan.evaluator import (
     CACHE_FILE,
     FEATURES,
     ClassifierConfig,
     Evaluator,
-    accuracy_on,
+    accuracy_and_loss,
     load_evaluator,
     read_cache,
+    weights_hash,
     write_cache,
 )
 
 QUICK = ClassifierConfig(max_steps=40)  # a real training, ~2 s; its test accuracy is ~95 %
 
 
-@pytest.fixture(scope="session")
-def evaluator() -> Evaluator:
-    return load_evaluator()
-
-
 def test_test_accuracy_is_at_least_99_3_percent(evaluator, mnist_test):
-    measured = accuracy_on(evaluator, mnist_test)
-    assert measured >= 0.993
-    assert measured == pytest.approx(evaluator.test_accuracy, abs=1e-4)
+    accuracy, loss = accuracy_and_loss(evaluator, mnist_test)
+    assert accuracy >= 0.993
+    assert accuracy == pytest.approx(evaluator.test_accuracy, abs=1e-4)
+    assert loss == pytest.approx(evaluator.test_loss, rel=1e-4)
     assert 0 < evaluator.train_seconds < float("inf")
+
+
+def test_card_identifies_the_scorer(evaluator):
+    card = evaluator.card()
+    assert set(card) == {"architecture", "weights_hash", "test_accuracy", "test_loss", "train_seconds", "recipe_key"}
+    assert card["architecture"] == f"CNN 24-48-64 conv, {FEATURES}-d features, 10 classes"
+    assert card["weights_hash"] == evaluator.weights_hash == weights_hash(evaluator)
+    assert len(card["weights_hash"]) == 64 and int(card["weights_hash"], 16) >= 0
+    assert card["recipe_key"] == evaluator.key and card["recipe_key"] != card["weights_hash"]
+    assert 0 < card["test_accuracy"] <= 1
+    assert 0 < card["test_loss"] < math.log(10)  # finite and better than a uniform guess
+    assert 0 < card["train_seconds"] < math.inf
+
+
+def test_weights_hash_changes_with_any_weight(evaluator):
+    changed = copy.deepcopy(evaluator)
+    assert weights_hash(changed) == evaluator.weights_hash
+    with torch.no_grad():
+        w = changed.body[1].weight.view(-1)
+        w[7] = torch.nextafter(w[7], torch.tensor(math.inf))  # one float32 ulp
+    assert weights_hash(changed) != evaluator.weights_hash
+    with torch.no_grad():
+        changed.body[2].running_mean[0] += 1  # buffers define the scores as much as parameters
+        w[7] = evaluator.body[1].weight.view(-1)[7]
+    assert weights_hash(changed) != evaluator.weights_hash
 
 
 def test_is_frozen_in_eval_mode(evaluator):
@@ -62,7 +89,7 @@ def test_predict_rejects_other_shapes(evaluator, shape):
 
 def test_second_load_reads_the_cache(evaluator):
     again = load_evaluator()
-    assert again.train_seconds == evaluator.train_seconds and again.key == evaluator.key
+    assert again.card() == evaluator.card()  # same weights hash, numbers and key
     for a, b in zip(again.state_dict().values(), evaluator.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -70,8 +97,7 @@ def test_second_load_reads_the_cache(evaluator):
 def test_training_is_deterministic(tmp_path):
     a = load_evaluator(cache_dir=tmp_path / "a", config=QUICK)
     b = load_evaluator(cache_dir=tmp_path / "b", config=QUICK)
-    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
-        assert torch.equal(x, y)
+    assert a.weights_hash == b.weights_hash and a.test_loss == b.test_loss
     assert a.test_accuracy == b.test_accuracy > 0.8  # it really trained
 
 
@@ -106,6 +132,45 @@ def test_cache_with_wrong_weights_is_rebuilt(tmp_path, caplog):
     key = load_evaluator(cache_dir=tmp_path, config=QUICK).key
     write_cache(tmp_path / CACHE_FILE, key, {"state_dict": {"head.weight": torch.zeros(3)}, "test_accuracy": 1.0})
     _rebuilt(tmp_path, caplog, "corrupt")
+
+
+def test_cache_without_test_loss_gains_it_without_retraining(tmp_path, caplog, evaluator):
+    # A cache file written before test_loss was recorded: the loss is computed on load and stored.
+    payload = read_cache(evaluator.cache_dir / CACHE_FILE, evaluator.key)
+    old = {k: v for k, v in payload.items() if k != "test_loss"}
+    write_cache(tmp_path / CACHE_FILE, evaluator.key, old)
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        model = load_evaluator(cache_dir=tmp_path)
+    assert caplog.text == ""  # neither stale nor corrupt
+    assert model.card() == evaluator.card() | {"test_loss": pytest.approx(evaluator.test_loss, rel=1e-4)}
+    stored = read_cache(tmp_path / CACHE_FILE, evaluator.key)
+    assert stored["test_loss"] == model.test_loss and stored["train_seconds"] == evaluator.train_seconds
+
+
+def test_concurrent_first_loads_train_once(tmp_path, monkeypatch):
+    # The second load reads the empty cache while the first trains, then waits for its file.
+    trainings, reads, second_has_looked = [], [], threading.Event()
+    real_train, real_load = evaluator_module._train, evaluator_module._load_cached
+
+    def counted_train(*args):
+        trainings.append(threading.get_ident())
+        assert second_has_looked.wait(600)
+        return real_train(*args)
+
+    def counted_load(*args):
+        found = real_load(*args)
+        reads.append(found)
+        if len(reads) == 2:
+            second_has_looked.set()
+        return found
+
+    monkeypatch.setattr(evaluator_module, "_train", counted_train)
+    monkeypatch.setattr(evaluator_module, "_load_cached", counted_load)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(load_evaluator, cache_dir=tmp_path, config=QUICK)
+        second = pool.submit(load_evaluator, cache_dir=tmp_path, config=QUICK)
+        a, b = first.result(timeout=600), second.result(timeout=600)
+    assert len(trainings) == 1 and a.card() == b.card()
 
 
 def test_cache_write_is_atomic_and_readable(tmp_path):

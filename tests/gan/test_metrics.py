@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import scipy.linalg
 import torch
 
 from gan import metrics
-from gan.evaluator import Evaluator, load_evaluator
+from gan.evaluator import CACHE_FILE, load_evaluator, weights_hash
 from gan.metrics import (
     KEYS,
     class_metrics,
@@ -23,11 +25,6 @@ from gan.metrics import (
     real_stats,
     score,
 )
-
-
-@pytest.fixture(scope="session")
-def evaluator() -> Evaluator:
-    return load_evaluator()
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +69,10 @@ def test_other_real_images_score_at_the_floor(evaluator, mnist_train, floor):
     result = score(mnist_train.batch(idx), evaluator)
     assert result["modes"] == 10 and result["kl_uniform"] < 0.01 and result["is"] > 9
     assert result["precision"] > 0.6 and result["recall"] > 0.6
-    # Seven 10k draws gave FD 0.034-0.045 on this evaluator: the floor is itself a random variable.
-    assert result["fd"] == pytest.approx(floor["fd"], rel=0.35)
+    # Both draws are real digits: their FDs differ by sampling noise only. That noise depends on
+    # the evaluator's feature space (10k draws spread over about +-20 % on two evaluators), so the
+    # bound is a factor of 2, still far below any generator short of real data.
+    assert floor["fd"] / 2 < result["fd"] < 2 * floor["fd"]
     assert result["precision"] == pytest.approx(floor["precision"], abs=0.02)
     assert result["recall"] == pytest.approx(floor["recall"], abs=0.02)
 
@@ -91,12 +90,33 @@ def test_two_digit_mixture_covers_two_modes(evaluator, mnist_test):
     assert result["is"] == pytest.approx(2, abs=0.2)
 
 
+FADE = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.35, 0.5, 0.75, 1.0)
+
+
 def test_fd_grows_as_real_images_fade_into_noise(evaluator, mnist_train):
+    """What FD guarantees on any evaluator the recipe trains, along a fade from digits to noise.
+
+    Once images are mostly noise the evaluator's features saturate and FD levels off, at a noise
+    level and a height that depend on the weights: an AMD EPYC's evaluator gave FD 0.11, 0.56,
+    2.3, 12, 36, 51 for 0-50 % noise, then no further rise. So FD must rise only while the
+    evaluator still recognizes most digits, and every unrecognizable level must score worse
+    than every recognizable one.
+    """
     idx = torch.randperm(len(mnist_train), generator=torch.Generator().manual_seed(7))[:2000]
-    real = mnist_train.batch(idx)
+    real, labels = mnist_train.batch(idx), mnist_train.labels[idx]
     noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(8)) * 2 - 1
-    fds = [score((1 - a) * real + a * noise, evaluator)["fd"] for a in (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)]
-    assert all(b > a for a, b in zip(fds, fds[1:])), fds
+    fds, accuracy = [], []
+    for a in FADE:
+        images = (1 - a) * real + a * noise
+        fds.append(score(images, evaluator)["fd"])
+        accuracy.append((evaluator.predict(images)[0].argmax(1) == labels).float().mean().item())
+    shown = [f"{a:.0%}: FD {fd:.3g}, accuracy {acc:.3f}" for a, fd, acc in zip(FADE, fds, accuracy)]
+    assert accuracy[-1] < 0.5, shown  # pure noise carries no digit
+    recognized = next(i for i, acc in enumerate(accuracy) if acc < 0.5)
+    assert FADE[recognized] > 0.05, shown  # 5 % noise hides no digit
+    assert all(b > a for a, b in zip(fds[:recognized], fds[1:recognized])), shown
+    assert min(fds[recognized:]) > max(fds[:recognized]), shown
+    assert fds[0] < 0.01 * max(fds), shown  # real against real: sampling noise only
 
 
 def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
@@ -107,6 +127,26 @@ def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
     again = real_stats(fresh)
     assert again is not stats and torch.equal(again.features, stats.features) and torch.equal(again.sigma, stats.sigma)
     assert (evaluator.cache_dir / "real-stats.pt").is_file()
+
+
+def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog):
+    # The same recipe trains other weights on another CPU: same recipe key, other features.
+    expected = real_stats(evaluator)
+    for name in (CACHE_FILE, "real-stats.pt"):
+        shutil.copy(evaluator.cache_dir / name, tmp_path / name)
+    same = load_evaluator(cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        assert torch.equal(real_stats(same).features, expected.features)
+    assert caplog.text == ""  # the same weights read the copied file
+    other = load_evaluator(cache_dir=tmp_path)
+    with torch.no_grad():
+        other.body[1].weight.mul_(1.01)
+    other.weights_hash = weights_hash(other)  # as load_evaluator computes it for such weights
+    assert other.key == evaluator.key
+    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+        stats = real_stats(other)
+    assert "stale" in caplog.text
+    assert stats.key != expected.key and not torch.equal(stats.features, expected.features)
 
 
 def test_score_rejects_bad_input(evaluator):

@@ -46,8 +46,11 @@ MIXED = {
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory) -> Path:
-    """Stores holding the 'sweep' and 'mixed' studies (both run at once: 'mixed' trains one run)."""
+def workdir(tmp_path_factory, evaluator) -> Path:
+    """Stores holding the 'sweep' and 'mixed' studies (both run at once: 'mixed' trains one run).
+
+    ``evaluator`` fills a cold evaluator cache first, so the two processes do not both train it.
+    """
     from optuna.trial import TrialState
 
     root = tmp_path_factory.mktemp("report-studies")
@@ -61,7 +64,7 @@ def workdir(tmp_path_factory) -> Path:
         # MLflow SQLite store at once works (they take turns on its schema migration).
         procs.append(subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()))
     for proc in procs:
-        _, err = proc.communicate(timeout=600)
+        _, err = proc.communicate(timeout=1800)  # against a hang only: a busy machine is slow
         assert proc.returncode == 0, err[-3000:]
     mixed = journal_study(work, "mixed")
     mixed.tell(mixed.ask(), state=TrialState.FAIL)
