@@ -37,7 +37,7 @@ from gan.plots import class_histogram, labelled_samples, save_grid
 from gan.sampling import generate, interpolation_rows
 
 from . import record
-from .recovery import counts, will_retry, worker_identity
+from .recovery import counts, dead_here, will_retry, worker_identity
 from .record import Tag, TrialRecord
 from .runs import CurveLogger, end_run, log_artifacts, log_metrics, source_tags, start_run
 from .spec import StudySpec
@@ -47,7 +47,7 @@ __all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
 
 EVAL_SEED = 12345  # noise for evaluation samples: the same for every trial, so metrics compare
 MAX_CURVE_POINTS = 500  # per curve and run: plenty for plots, half the insert cost of 1000
-GRID_WAIT_SECONDS = 60  # how long a grid trial waits for earlier trials to show their point
+GRID_WAIT_SECONDS = 600  # a trial that shows no point this long after this one asked is dead
 
 
 @dataclass
@@ -150,7 +150,7 @@ class TrialRunner:
         unvisited point); the lower trial number wins. An earlier trial whose point is not
         known yet (just started) is waited for, a while.
         """
-        deadline = time.time() + GRID_WAIT_SECONDS
+        deadline = time.monotonic() + GRID_WAIT_SECONDS  # a starved worker on a busy machine is waited for
         mine = trial.params
         retry_of = TrialRecord.from_trial(trial).retry_of
         while True:
@@ -160,10 +160,10 @@ class TrialRunner:
                     continue
                 params = t.params or t.system_attrs.get("fixed_params", {})
                 if t.state == TrialState.RUNNING and not params:
-                    pending = True
+                    pending = pending or not dead_here(TrialRecord.from_trial(t).worker)  # a dead one never shows it
                 elif params == mine and not will_retry(t):  # a failure to be retried: its retry decides
                     return t.number
-            if not pending or time.time() > deadline:
+            if not pending or time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
 

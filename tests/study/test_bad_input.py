@@ -16,6 +16,9 @@ import pytest
 
 from tests.common import gan_study, write_spec
 
+# A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
+pytestmark = pytest.mark.usefixtures("evaluator")
+
 BAD_NAMES = {
     "parent escape": "../../esc",
     "dot-dot": "..",

@@ -7,7 +7,12 @@ import hashlib
 
 import yaml
 
+import pytest
+
 from tests.common import gan_study, journal_study, mlflow_runs, write_spec
+
+# A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
+pytestmark = pytest.mark.usefixtures("evaluator")
 
 
 def _digest(workdir):
