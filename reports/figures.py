@@ -212,3 +212,22 @@ def intermediate_values(data: StudyData, path: Path) -> Path | None:
     ax.legend(fontsize=8, title="trial state")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def real_beside_generated(data: StudyData, generated: Path, path: Path) -> Path | None:
+    """64 random MNIST test digits beside the best trial's fixed-noise grid, at the same scale."""
+    from .pictures import mosaic, real_digits
+
+    real = real_digits(data.data_dir, 64)
+    if real is None:
+        return None
+    fake = plt.imread(str(generated))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    axes[0].imshow(mosaic(real, 8), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes[0].set_title("real MNIST digits (test split)")
+    axes[1].imshow(fake, cmap="gray" if fake.ndim == 2 else None, interpolation="nearest")
+    axes[1].set_title("generated (best trial, fixed noise)")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

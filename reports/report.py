@@ -12,10 +12,12 @@ import optuna
 
 from . import analysis as an
 from . import figures as fg
+from .sections_search import search_blocks
+from .sections_values import value_blocks
 from gan import metrics as gm
 
 from .data import ReportError, StudyData, finite, load
-from .doc import Block, Bullets, Code, Figure, Heading, PageBreak, Table, Text, to_markdown, to_pdf
+from .doc import Block, Bullets, Code, Figure, Heading, Table, Text, to_markdown, to_pdf
 from .stats import fmt, fmt_estimate
 
 log = logging.getLogger("gan_study.reports")
@@ -80,7 +82,7 @@ def build(data: StudyData, figures: Path) -> list[Block]:
     blocks += summary(data)
     blocks += leaderboard(data)
     blocks += per_factor(data, factor_list, figures)
-    blocks += best_trial(data)
+    blocks += best_trial(data, figures)
     blocks += diagnostics(data, figures)
     blocks += findings(data, factor_list)
     return blocks
@@ -145,12 +147,56 @@ def summary(data: StudyData) -> list[Block]:
         ["device", device + (f"; {software}" if software else "")],
         ["invocations", f"{len(data.invocations)} (gan-study run/worker)" + (f"; jobs {', '.join(sorted({i['params'].get('jobs', '?') for i in data.invocations}))}" if data.invocations else "")],
     ]
+    rows += evaluator_rows(data)
     blocks: list[Block] = [Heading("1. Summary"), Table(["", ""], [r for r in rows if r[1]], numeric=[False, False])]
+    warning = evaluator_warning(data)
+    if warning:
+        blocks.append(Bullets([warning]))
     if raw:
         import yaml
 
         blocks += [Text("The spec as stored with the study:"), Code(yaml.safe_dump(raw, sort_keys=False), "yaml")]
     return blocks
+
+
+def _evaluators(data: StudyData) -> dict[str, list[int]]:
+    """weights hash -> numbers of the trials it scored (trials that recorded an evaluator card)."""
+    out: dict[str, list[int]] = {}
+    for t in data.trials:
+        if t.evaluator and t.evaluator.get("weights_hash"):
+            out.setdefault(str(t.evaluator["weights_hash"]), []).append(t.number)
+    return out
+
+
+def evaluator_rows(data: StudyData) -> list[list[str]]:
+    """The evaluator card: what scored the samples, how good it is, which weights exactly."""
+    cards = [t.evaluator for t in sorted(data.trials, key=lambda t: t.number) if t.evaluator]
+    if not cards:
+        return [["evaluator", "not recorded (trials of an older gan-study)"]]
+    card = cards[-1]  # the newest trial's scorer
+    acc, loss = card.get("test_accuracy"), card.get("test_loss")
+    quality = []
+    if finite(acc):
+        quality.append(f"test accuracy {100 * acc:.2f} %")
+    if finite(loss):
+        quality.append(f"test loss {loss:.4f}")
+    if finite(card.get("train_seconds")):
+        quality.append(f"trained in {_duration(card['train_seconds'])}")
+    return [
+        ["evaluator", str(card.get("architecture", "?"))],
+        ["evaluator quality", ", ".join(quality) + " (MNIST test split)" if quality else "—"],
+        ["evaluator weights", f"sha256 {str(card.get('weights_hash', ''))[:16]}…; recipe {str(card.get('recipe_key', ''))[:12]}"],
+    ]
+
+
+def evaluator_warning(data: StudyData) -> str:
+    """A warning when trials were scored by different evaluator weights: their scores do not compare."""
+    hashes = _evaluators(data)
+    if len(hashes) < 2:
+        return ""
+    parts = "; ".join(f"{h[:12]}…: trials {', '.join(map(str, sorted(n)))}" for h, n in hashes.items())
+    return (f"Warning: this study's trials were scored by {len(hashes)} different evaluators (different weights; e.g. trained "
+            f"on different machines), so their metrics are not strictly comparable: {parts}.")
 
 
 def leaderboard(data: StudyData) -> list[Block]:
@@ -166,7 +212,7 @@ def leaderboard(data: StudyData) -> list[Block]:
         caption += " The first row is the real-data floor: MNIST training images scored like samples (the best a generator can reach; train time does not apply)."
     else:
         caption += " Real-data floors are not available (see the note above)."
-    blocks: list[Block] = [PageBreak(), Heading("2. Leaderboard")]
+    blocks: list[Block] = [Heading("2. Leaderboard")]
     if data.multi_objective:
         pareto = an.pareto_numbers(data)
         if pareto:
@@ -176,7 +222,7 @@ def leaderboard(data: StudyData) -> list[Block]:
 
 
 def per_factor(data: StudyData, factor_list: list[an.Factor], figures: Path) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("3. Per-factor comparison")]
+    blocks: list[Block] = [Heading("3. Per-factor comparison")]
     if not factor_list:
         blocks.append(Text("No complete trials yet: nothing to compare."))
         return blocks
@@ -196,11 +242,12 @@ def per_factor(data: StudyData, factor_list: list[an.Factor], figures: Path) -> 
         counts = ", ".join(f"{lv.label}: {sum(max(t.n_repeats, 1) for t in lv.trials)}" for lv in f.levels)
         kind = {"binned": " (quantile bins of the sampled values)", "categorical": "", "sweep": ""}[f.kind]
         blocks += [Heading(f"{f.name}{kind}", 3), Figure(path, f"{f.name}: runs per value — {counts}.")]
+        blocks += value_blocks(data, f, figures)
     return blocks
 
 
-def best_trial(data: StudyData) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("4. Best trial")]
+def best_trial(data: StudyData, figures: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("4. Best trial")]
     best = data.best_trial()
     if best is None:
         blocks.append(Text("No complete trial yet."))
@@ -219,15 +266,22 @@ def best_trial(data: StudyData) -> list[Block]:
             floor = (data.floors or {}).get(m)
             rows.append([m, gm.label(m), fmt_estimate(e), fmt(floor) if finite(floor) else "—"])
     blocks.append(Table(["metric", "meaning", f"trial {best.number}", "real-data floor"], rows, numeric=[False, False, True, True]))
-    art = data.artifacts
+    art = dict(data.artifacts)
     n_final = data.spec.final_samples if data.spec else None
     captions = {
         "grid": "Samples from the fixed noise at the end of training.",
         "samples_20": "20 random samples with the evaluator's predicted digit above each.",
         "histogram": f"Predicted digit of {n_final:,} samples; dashed line: the uniform share." if n_final else "Predicted digit of the final samples; dashed line: the uniform share.",
-        "interpolation": "Latent interpolation: each row walks a straight line between two random latents in 10 steps.",
+        "interpolation": "Latent interpolation: each row walks a straight line between two random latents in 10 steps; the evaluator's predicted digit under each image.",
+        "arithmetic": "Latent arithmetic: each row decodes two random latents x1 and x2, then x1 − x2 and x1 + x2, with the predicted digit under each.",
     }
-    widths = {"grid": 0.4, "samples_20": 0.75, "histogram": 0.5, "interpolation": 0.6}
+    widths = {"grid": 0.4, "samples_20": 0.75, "histogram": 0.5, "interpolation": 0.75, "arithmetic": 0.4}
+    if "grid" in art:  # real digits beside the generated ones, at the same scale
+        side = fg.real_beside_generated(data, art["grid"], figures / "best_real_vs_generated.png")
+        if side is not None:
+            art["grid"] = side
+            captions["grid"] = "Left: 64 random MNIST test digits; right: samples from the fixed noise at the end of training."
+            widths["grid"] = 0.65
     missing = [k for k in captions if k not in art]
     for kind, caption in captions.items():
         if kind in art:
@@ -268,7 +322,7 @@ def _importances(data: StudyData) -> tuple[dict[str, dict[str, float]], str]:
 
 
 def diagnostics(data: StudyData, figures: Path) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("5. Search diagnostics")]
+    blocks: list[Block] = [Heading("5. Search diagnostics")]
     if data.complete or any(t.intermediate for t in data.trials):
         path = fg.optimization_history(data, figures / "optimization_history.png")
         blocks += [Heading("Optimization history", 3), Figure(path, "Objective value of each complete trial in trial order and the best so far; pruned and running trials at their last reported value.", 0.8 if data.multi_objective else 0.6)]
@@ -281,6 +335,8 @@ def diagnostics(data: StudyData, figures: Path) -> list[Block]:
         blocks.append(Figure(path, note, 0.8 if len(imp) > 1 else 0.5))
     else:
         blocks.append(Text(note))
+    if not data.is_sweep:
+        blocks += search_blocks(data, imp, figures)
     if data.multi_objective:
         blocks.append(Heading("Pareto front", 3))
         pareto = an.pareto_numbers(data)
@@ -301,7 +357,7 @@ def diagnostics(data: StudyData, figures: Path) -> list[Block]:
 
 
 def findings(data: StudyData, factor_list: list[an.Factor]) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("6. Findings")]
+    blocks: list[Block] = [Heading("6. Findings")]
     counts = {s: len(data.by_state(s)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     general = []
     if counts["PRUNED"] or counts["FAIL"]:
