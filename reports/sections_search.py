@@ -9,8 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-from gan import metrics as gm
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from . import analysis as an
 from .data import StudyData
@@ -53,8 +52,14 @@ def slice_plots(data: StudyData, params: list[str], path: Path) -> Path | None:
             pos = [cats.index(str(x)) + np.random.default_rng(t.number).uniform(-0.12, 0.12) for x, t in zip(xs, having)]
             ax.set_xticks(range(len(cats)), cats)
             xs = pos
-        elif _log_scale(data, name):
-            ax.set_xscale("log")
+        else:
+            # a log axis where the sampled values span a decade (within one, its ticks are crowded minor labels)
+            if _log_scale(data, name) and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         sc = ax.scatter(xs, ys, c=[t.number for t in having], cmap="viridis", vmin=min(numbers), vmax=max(numbers), s=30,
                         edgecolor="white", linewidth=0.5)
         floor = (data.floors or {}).get(metric)
@@ -63,10 +68,12 @@ def slice_plots(data: StudyData, params: list[str], path: Path) -> Path | None:
         ax.set_xlabel(name)
         ax.set_title(f"{metric} against {name}", fontsize=10)
     for ax in axes[:, 0]:
-        ax.set_ylabel(f"{gm.label(metric)} ({direction})")
+        ax.set_ylabel(f"{metric} ({direction})")
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
-    fig.colorbar(sc, ax=axes, label="trial number", fraction=0.025, pad=0.02)
+    bar = fig.colorbar(sc, ax=axes, label="trial number", fraction=0.025, pad=0.02)
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     return _save(fig, path)
 
 
