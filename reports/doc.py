@@ -108,10 +108,13 @@ def _font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-MIN_SHRINK = 0.6
+MIN_SHRINK = 0.55
 """A figure that does not fit the rest of a page is drawn down to this fraction of its size
 there, rather than leaving the space blank and starting a new page."""
 MIN_ROOM_MM = 45  # less room than this at a page's foot is not worth a shrunk figure
+MAX_FIGURE_HEIGHT = 0.72
+"""Of the page's text height: a taller figure is drawn narrower. With MIN_SHRINK, a figure
+starts a new page only when the current one is about 60 % full or more."""
 
 
 def to_pdf(blocks: list[Block], path: Path, title: str, fills: list[float] | None = None) -> int:
@@ -161,8 +164,8 @@ def to_pdf(blocks: list[Block], path: Path, title: str, fills: list[float] | Non
             px_w, px_h = im.size
         width = pdf.epw * fig.width
         height = width * px_h / px_w
-        max_h = pdf.eph - 12
-        if height > max_h:  # a tall figure: fit the page height
+        max_h = pdf.eph * MAX_FIGURE_HEIGHT
+        if height > max_h:  # a tall figure: fit the height cap
             height = max_h
             width = height * px_w / px_h
         return width, height

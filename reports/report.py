@@ -93,12 +93,12 @@ def leaderboard(data: StudyData) -> list[Block]:
     metric, direction = data.primary
     caption = (
         f"One row per trial: complete trials ranked by {metric} ({direction}), then running, pruned and failed ones. "
-        "train time is seconds of training per run; n is the number of repeats (seeds) behind each value."
+        "train_seconds is the training time of each run (seconds, evaluations excluded); n is the number of repeats (seeds) behind each value."
     )
     if data.repeats > 1:
         caption += " Values with ± are means with the half-width of the 95 % t-interval over the repeats."
     if data.floors:
-        caption += " The first row is the real-data floor: MNIST training images scored like samples (the best a generator can reach; train time does not apply)."
+        caption += " The first row is the real-data floor: MNIST training images scored like samples (the best a generator can reach; train_seconds does not apply)."
     else:
         caption += " Real-data floors are not available (see the note above)."
     blocks: list[Block] = [Heading("2. Leaderboard")]
