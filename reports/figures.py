@@ -114,7 +114,7 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
     ax.set_ylabel(gm.label(metric))
     ax.tick_params(axis="x", rotation=30 if sum(map(len, labels)) > 24 or max(map(len, labels)) > 12 else 0)
     handles = [plt.Line2D([0], [0], color=colors[lbl], lw=2.5) for lbl in labels]
-    names = [f"{lbl} (baseline)" if lv.baseline else lbl for lbl, lv in zip(labels, factor.levels)]
+    names = [f"{lbl} (baseline)" if lv.baseline and lbl != "baseline" else lbl for lbl, lv in zip(labels, factor.levels)]
     fig.legend(handles, names, title=factor.name, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return _save(fig, path)

@@ -33,7 +33,8 @@ def level_colors(factor: Factor) -> dict[str, tuple]:
 
 
 def _name(level: Level) -> str:
-    return f"{level.label} (baseline)" if level.baseline else level.label
+    """The value's label; the baseline's says so unless its label already is 'baseline'."""
+    return f"{level.label} (baseline)" if level.baseline and level.label != "baseline" else level.label
 
 
 def level_pictures(data: StudyData, level: Level) -> tuple[int, dict[str, Any]] | None:

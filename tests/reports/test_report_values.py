@@ -66,7 +66,7 @@ def test_every_factor_shows_every_value(sweep_report):
         part = per_factor[per_factor.index(f"### {factor}") :]
         header, *rows = table_rows(part[part.index("| value | 0 |") :])
         assert header == ["value", *map(str, range(10)), "kl_uniform", "modes"]
-        assert len(rows) == 2 and sum("(baseline)" in r[0] for r in rows) == 1
+        assert len(rows) == 2 and sum("baseline" in r[0] for r in rows) == 1
         for row in rows:
             assert abs(sum(float(v) for v in row[1:11]) - 100) < 0.5
             assert float(row[11].split("±")[0]) >= 0
