@@ -17,18 +17,35 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> N
     save_image(images.float().cpu(), str(path), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
 
 
-def labelled_samples(images: torch.Tensor, labels: Sequence[int], path: str | os.PathLike, ncol: int = 10) -> None:
-    """Samples with the evaluator's predicted digit under each, as the classic reports show."""
+def as_uint8(images: torch.Tensor):
+    """Images in [-1, 1] (n, 1, 28, 28) as a uint8 numpy array (n, 28, 28): what reports store."""
+    return ((images.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
+
+
+def labelled_samples(images: torch.Tensor, labels: Sequence[int], path: str | os.PathLike, ncol: int = 10,
+                     col_titles: Sequence[str] | None = None, row_titles: Sequence[str] | None = None) -> None:
+    """Samples with the evaluator's predicted digit under each, as the classic reports show.
+
+    ``col_titles`` go above the first row (e.g. x1, x2, x1-x2, x1+x2), ``row_titles`` left of each row.
+    """
     import matplotlib.pyplot as plt
 
     n = len(images)
     nrow = (n + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * 0.9, nrow * 1.1))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * 0.9 + (0.6 if row_titles else 0), nrow * 1.1 + (0.25 if col_titles else 0)),
+                             squeeze=False)
     for i, ax in enumerate(axes.flat):
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
         if i < n:
             ax.imshow(images[i].squeeze(0).float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
             ax.text(0.5, -0.06, f"pred {int(labels[i])}", transform=ax.transAxes, ha="center", va="top", fontsize=8)
+        if col_titles and i < ncol and i < len(col_titles):
+            ax.set_title(col_titles[i], fontsize=9)
+        if row_titles and i % ncol == 0 and i // ncol < len(row_titles):
+            ax.set_ylabel(row_titles[i // ncol], fontsize=8, rotation=0, ha="right", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -61,3 +61,11 @@ def latent_arithmetic(generator: nn.Module, z1: torch.Tensor, z2: torch.Tensor) 
     z = torch.stack([z1, z2, z1 - z2, z1 + z2])
     images = decode(generator, z)
     return dict(zip(("x1", "x2", "x1-x2", "x1+x2"), images))
+
+
+def arithmetic_rows(generator: nn.Module, rows: int = 4, *, seed: int = 0) -> torch.Tensor:
+    """``rows`` of :func:`latent_arithmetic` on random latent pairs: images (rows * 4, 1, 28, 28),
+    each row x1, x2, x1 - x2, x1 + x2."""
+    rng = torch.Generator().manual_seed(seed)
+    ends = torch.randn(rows, 2, _latent_dim(generator), generator=rng)
+    return torch.cat([torch.stack(list(latent_arithmetic(generator, a, b).values())) for a, b in ends])

@@ -8,7 +8,7 @@ measured gain (``python -m benchmarks.throughput``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -81,12 +81,14 @@ def train(
     records_every: int = 50,
     on_eval: Callable[[EvalPoint], None] | None = None,
     eval_every: int | None = None,
+    eval_at: Collection[int] = (),
 ) -> TrainResult:
     """Train one GAN on ``data``; see :class:`TrainConfig` for every knob.
 
     ``on_records`` gets the per-step records every ``records_every`` steps (and at the end);
-    ``on_eval`` is called every ``eval_every`` steps before the last (the caller evaluates
-    the result itself). A non-finite loss, or one beyond ``cfg.loss_bound``, raises
+    ``on_eval`` is called at step 0 (the untrained models, before any update), every
+    ``eval_every`` steps, and at the extra steps ``eval_at``, all before the last step (the
+    caller evaluates the result itself). A non-finite loss, or one beyond ``cfg.loss_bound``, raises
     :class:`DivergenceError` with the first bad step.
     """
     if records_every < 1:
@@ -141,6 +143,12 @@ def train(
     row_output_mean = torch.vmap(lambda out: d_output_mean(cfg, out))
     history: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
     block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
+    # Steps that pause training for on_eval: step 0 gives every curve of scores a start.
+    evals = set()
+    if on_eval is not None and (eval_every is not None or eval_at):
+        evals = {0, *(s for s in eval_at if 0 < s < total)}
+        if eval_every is not None:
+            evals.update(range(eval_every, total, eval_every))
 
     def block_records() -> torch.Tensor:
         """(steps, len(RECORD_KEYS)) records of the pending steps, on the device."""
@@ -179,6 +187,20 @@ def train(
             on_records(Records(list(range(first, step + 1)), values, rate, train_seconds))
         block_start = time.perf_counter()
 
+    def evaluate(step: int) -> None:
+        nonlocal eval_seconds, block_start
+        eval_start = time.perf_counter()
+        G.eval()
+        D.eval()
+        with torch.no_grad():
+            on_eval(EvalPoint(step, G, D, fixed_noise, cfg, train_seconds))
+        G.train()
+        D.train()
+        eval_seconds += time.perf_counter() - eval_start
+        block_start = time.perf_counter()
+
+    if 0 in evals:
+        evaluate(0)
     for step in range(1, total + 1):
         # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
         #     Only the last D step builds G's graph: its fakes are reused by the first G step.
@@ -213,19 +235,11 @@ def train(
 
         step_losses.append(torch.stack([loss_g.detach(), loss_d.detach()]))
         step_outs.append(out.detach())
-        at_eval = on_eval is not None and eval_every is not None and step % eval_every == 0 and step < total
+        at_eval = step in evals
         if len(step_losses) == records_every or step == total or at_eval:
             flush(step)
         if at_eval:
-            eval_start = time.perf_counter()
-            G.eval()
-            D.eval()
-            with torch.no_grad():
-                on_eval(EvalPoint(step, G, D, fixed_noise, cfg, train_seconds))
-            G.train()
-            D.train()
-            eval_seconds += time.perf_counter() - eval_start
-            block_start = time.perf_counter()
+            evaluate(step)
 
     G.eval()
     D.eval()

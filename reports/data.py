@@ -28,8 +28,10 @@ from study.record import StudyAttrs, Tag, TrialRecord
 
 log = logging.getLogger("gan_study.reports")
 
-# Per-step curves of the per-factor rows.
-CURVE_KEYS = ("g_loss", "d_loss", "d_acc")
+# Per-step curves of the per-factor rows, and the score at every evaluation (logged at each
+# evaluation step, step 0 included, and at the end on the final samples).
+CURVE_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake")
+EVAL_CURVE_KEYS = ("fd",)
 
 
 def leaderboard_metrics() -> list[str]:
@@ -97,6 +99,9 @@ class StudyData:
     mlflow_note: str = ""
     artifacts: dict[str, Path] = field(default_factory=dict)
     """Best-trial artifacts copied to the figures folder: kind -> path."""
+    pictures: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Trial number -> the arrays of its first repeat's ``final/pictures.npz`` (see reports.pictures)."""
+    data_dir: str | None = None
 
     @property
     def is_sweep(self) -> bool:
@@ -149,7 +154,7 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
         invocations.sort(key=lambda r: r["start"] or 0)
         _attach_runs(trials, runs)
         curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
-        curves = fetch_curves(client, curve_runs, CURVE_KEYS)
+        curves = fetch_curves(client, curve_runs, CURVE_KEYS + EVAL_CURVE_KEYS)
     data = StudyData(
         study=study,
         name=study.study_name,
@@ -176,6 +181,11 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
             finally:
                 metrics_json.unlink(missing_ok=True)
     data.floors, data.floors_note = load_floors(spec, data_dir)
+    data.data_dir = data_dir
+    if experiment_id is not None:
+        from .pictures import fetch_pictures
+
+        data.pictures = fetch_pictures(client, [t for t in trials if t.state == "COMPLETE"])
     return data
 
 
@@ -321,6 +331,7 @@ BEST_ARTIFACTS = {
     "samples_20": "final/samples_20.png",
     "histogram": "final/class_histogram.png",
     "interpolation": "final/interpolation.png",
+    "arithmetic": "final/latent_arithmetic.png",
     "metrics_json": "final/metrics.json",
 }
 

@@ -108,13 +108,31 @@ def _font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-def to_pdf(blocks: list[Block], path: Path, title: str) -> int:
-    """Write a landscape A4 PDF of the blocks; returns its page count."""
+MIN_SHRINK = 0.55
+"""A figure that does not fit the rest of a page is drawn down to this fraction of its size
+there, rather than leaving the space blank and starting a new page."""
+MIN_ROOM_MM = 45  # less room than this at a page's foot is not worth a shrunk figure
+MAX_FIGURE_HEIGHT = 0.72
+"""Of the page's text height: a taller figure is drawn narrower. With MIN_SHRINK, a figure
+starts a new page only when the current one is about 60 % full or more."""
+
+
+def to_pdf(blocks: list[Block], path: Path, title: str, fills: list[float] | None = None) -> int:
+    """Write a landscape A4 PDF of the blocks; returns its page count.
+
+    ``fills`` (when given) receives the used fraction of each page's text height, a measure
+    of blank space for the tests.
+    """
     from fpdf import FPDF
     from fpdf.fonts import FontFace
     from PIL import Image
 
     class Doc(FPDF):
+        def add_page(self, *args, **kwargs) -> None:
+            if self.page > 0:
+                used[self.page] = (self.get_y() - self.t_margin) / self.eph
+            super().add_page(*args, **kwargs)
+
         def footer(self) -> None:
             self.set_y(-10)
             self.set_font("Sans", size=8)
@@ -122,6 +140,7 @@ def to_pdf(blocks: list[Block], path: Path, title: str) -> int:
             self.cell(0, 5, f"{title} · page {self.page_no()}/{{nb}}", align="C")
             self.set_text_color(0)
 
+    used: dict[int, float] = {}  # page -> used fraction of its text height
     pdf = Doc(orientation="L", unit="mm", format="A4")
     pdf.set_margins(12, 12, 12)
     pdf.set_auto_page_break(True, margin=14)
@@ -145,8 +164,8 @@ def to_pdf(blocks: list[Block], path: Path, title: str) -> int:
             px_w, px_h = im.size
         width = pdf.epw * fig.width
         height = width * px_h / px_w
-        max_h = pdf.eph - 12
-        if height > max_h:  # a tall figure: fit the page height
+        max_h = pdf.eph * MAX_FIGURE_HEIGHT
+        if height > max_h:  # a tall figure: fit the height cap
             height = max_h
             width = height * px_w / px_h
         return width, height
@@ -157,9 +176,9 @@ def to_pdf(blocks: list[Block], path: Path, title: str) -> int:
                 pdf.add_page()
         elif isinstance(b, Heading):
             size = {1: 18, 2: 14, 3: 11.5}.get(b.level, 10)
-            # keep a heading with what follows it (the whole figure when a figure follows)
+            # keep a heading with what follows it (the figure, shrunk as far as allowed, when one follows)
             nxt = blocks[i + 1] if i + 1 < len(blocks) else None
-            need = figure_size(nxt)[1] + 16 if isinstance(nxt, Figure) else 40
+            need = figure_size(nxt)[1] * MIN_SHRINK + 16 if isinstance(nxt, Figure) else 40
             if b.level > 1 and pdf.get_y() + min(need, pdf.eph - 20) > pdf.h - pdf.b_margin:
                 pdf.add_page()
             space(2 if b.level == 3 else 3)
@@ -189,15 +208,21 @@ def to_pdf(blocks: list[Block], path: Path, title: str) -> int:
             _pdf_table(pdf, b, FontFace)
         elif isinstance(b, Figure):
             width, height = figure_size(b)
-            room = pdf.h - pdf.b_margin - pdf.get_y() - 10
+            room = pdf.h - pdf.b_margin - pdf.get_y() - 10  # 10 mm: a caption line and space
             if height > room:
-                pdf.add_page()
+                if room >= max(height * MIN_SHRINK, MIN_ROOM_MM):  # fill the page with it, a little smaller
+                    width, height = width * room / height, room
+                else:
+                    pdf.add_page()
             x = pdf.l_margin + (pdf.epw - width) / 2
             pdf.image(str(b.path), x=x, w=width, h=height, alt_text=b.caption)
             pdf.set_font("Sans", "I", 8.5)
             pdf.multi_cell(0, 4, b.caption, align="C", new_x="LMARGIN", new_y="NEXT")
             pdf.set_font("Sans", size=10)
             space(3)
+    used[pdf.page] = (pdf.get_y() - pdf.t_margin) / pdf.eph
+    if fills is not None:
+        fills[:] = [used.get(p, 0.0) for p in range(1, pdf.pages_count + 1)]
     pdf.output(str(path))
     return pdf.pages_count
 

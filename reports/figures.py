@@ -114,7 +114,7 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
     ax.set_ylabel(gm.label(metric))
     ax.tick_params(axis="x", rotation=30 if sum(map(len, labels)) > 24 or max(map(len, labels)) > 12 else 0)
     handles = [plt.Line2D([0], [0], color=colors[lbl], lw=2.5) for lbl in labels]
-    names = [f"{lbl} (baseline)" if lv.baseline else lbl for lbl, lv in zip(labels, factor.levels)]
+    names = [f"{lbl} (baseline)" if lv.baseline and lbl != "baseline" else lbl for lbl, lv in zip(labels, factor.levels)]
     fig.legend(handles, names, title=factor.name, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
@@ -210,5 +210,24 @@ def intermediate_values(data: StudyData, path: Path) -> Path | None:
     ax.set_ylabel(gm.label(metric))
     ax.set_title(f"{metric} at each evaluation, per trial (what the pruner compares)")
     ax.legend(fontsize=8, title="trial state")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def real_beside_generated(data: StudyData, generated: Path, path: Path) -> Path | None:
+    """64 random MNIST test digits beside the best trial's fixed-noise grid, at the same scale."""
+    from .pictures import mosaic, real_digits
+
+    real = real_digits(data.data_dir, 64)
+    if real is None:
+        return None
+    fake = plt.imread(str(generated))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    axes[0].imshow(mosaic(real, 8), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes[0].set_title("real MNIST digits (test split)")
+    axes[1].imshow(fake, cmap="gray" if fake.ndim == 2 else None, interpolation="nearest")
+    axes[1].set_title("generated (best trial, fixed noise)")
+    for ax in axes:
+        ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import time
 import warnings
 from pathlib import Path
@@ -13,10 +12,13 @@ import optuna
 
 from . import analysis as an
 from . import figures as fg
+from .sections_search import search_blocks
+from .sections_summary import summary
+from .sections_values import value_blocks
 from gan import metrics as gm
 
 from .data import ReportError, StudyData, finite, load
-from .doc import Block, Bullets, Code, Figure, Heading, PageBreak, Table, Text, to_markdown, to_pdf
+from .doc import Block, Bullets, Figure, Heading, Table, Text, to_markdown, to_pdf
 from .stats import fmt, fmt_estimate
 
 log = logging.getLogger("gan_study.reports")
@@ -84,76 +86,9 @@ def build(data: StudyData, figures: Path) -> list[Block]:
     blocks += summary(data)
     blocks += leaderboard(data)
     blocks += per_factor(data, factor_list, figures)
-    blocks += best_trial(data)
+    blocks += best_trial(data, figures)
     blocks += diagnostics(data, figures)
     blocks += findings(data, factor_list)
-    return blocks
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not finite(seconds):
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def summary(data: StudyData) -> list[Block]:
-    spec, raw = data.spec, data.spec_raw
-    counts = {s: len(data.by_state(s)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
-    inv = data.invocations[0]["params"] if data.invocations else {}
-    sampler = spec.sampler if spec else inv.get("sampler", "unknown")
-    if spec and spec.sampler != "grid":
-        sampler += f" (seed {spec.sampler_seed})"
-    pruner = spec.pruner if spec else inv.get("pruner", "unknown")
-    if spec and spec.pruner == "median":
-        pruner += f" (warm-up: {spec.pruner_warmup_evals} evaluation{'s' * (spec.pruner_warmup_evals != 1)})"
-    kind = (
-        f"one-factor sweep: {len(spec.sweep)} points"
-        if spec and spec.sweep
-        else f"search over {len(spec.space)} parameter{'s' * (len(spec.space) != 1)}"
-        if spec
-        else "unknown"
-    )
-    ended = [t for t in data.trials if t.state in ("COMPLETE", "PRUNED", "FAIL") and t.duration_s is not None]
-    complete_durations = [t.duration_s for t in data.complete if t.duration_s is not None]
-    train = sum(sum(r.get("train_seconds", 0) for r in t.repeat_metrics) or t.metrics.get("train_seconds", 0) * max(t.n_repeats, 1) for t in data.trials)
-    starts = [t.started for t in data.trials if t.started]
-    span = None
-    if starts:
-        last = max((t.started.timestamp() + (t.duration_s or 0)) for t in data.trials if t.started)
-        span = last - min(s.timestamp() for s in starts)
-    env = data.environment or {}
-    device = env.get("device", "unknown (no final/metrics.json of a complete trial)")
-    if env.get("device_name"):
-        device += f" ({env['device_name']})"
-    software = ", ".join(f"{k} {env[k]}" for k in ("torch", "python") if k in env)
-    states = ", ".join(f"{counts[s]} {name}" for s, name in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"), ("RUNNING", "running"), ("WAITING", "waiting")) if counts[s] or s in ("COMPLETE", "PRUNED", "FAIL"))
-    target = inv.get("target_trials") or (str(spec.trials) if spec else "")
-    rows = [
-        ["study", data.name],
-        ["spec", f"{raw.get('name', '?')}: {' '.join(str(raw.get('description', '')).split())}".rstrip(": ")],
-        ["kind", kind],
-        ["objective", ", ".join(f"{m} ({d})" for m, d in data.objectives)],
-        ["sampler", sampler],
-        ["pruner", pruner],
-        ["budget", f"{spec.budget:g} {spec.budget_unit} per training run" if spec else inv.get("budget", "")],
-        ["evaluation", f"every {spec.eval_every} steps on {spec.eval_samples:,} samples; final on {spec.final_samples:,}" if spec else ""],
-        ["repeats", f"{data.repeats} seed{'s' * (data.repeats != 1)} per configuration" + ("; tables show mean ± 95 % t-interval" if data.repeats > 1 else "")],
-        ["trials", f"{len(data.trials)}{f' of {target}' if target else ''}: {states}"],
-        ["compute time", f"{_duration(sum(t.duration_s for t in ended))} in ended trials; {_duration(train)} of that training (all repeats)"],
-        ["per trial", f"mean {_duration(statistics.fmean(complete_durations))}, median {_duration(statistics.median(complete_durations))} (complete trials)" if complete_durations else "—"],
-        ["wall clock", f"{_duration(span)} from the first trial's start to the last trial's end" if span is not None else "—"],
-        ["device", device + (f"; {software}" if software else "")],
-        ["invocations", f"{len(data.invocations)} (gan-study run/worker)" + (f"; jobs {', '.join(sorted({i['params'].get('jobs', '?') for i in data.invocations}))}" if data.invocations else "")],
-    ]
-    blocks: list[Block] = [Heading("1. Summary"), Table(["", ""], [r for r in rows if r[1]], numeric=[False, False])]
-    if raw:
-        import yaml
-
-        blocks += [Text("The spec as stored with the study:"), Code(yaml.safe_dump(raw, sort_keys=False), "yaml")]
     return blocks
 
 
@@ -162,15 +97,15 @@ def leaderboard(data: StudyData) -> list[Block]:
     metric, direction = data.primary
     caption = (
         f"One row per trial: complete trials ranked by {metric} ({direction}), then running, pruned and failed ones. "
-        "train time is seconds of training per run; n is the number of repeats (seeds) behind each value."
+        "train_seconds is the training time of each run (seconds, evaluations excluded); n is the number of repeats (seeds) behind each value."
     )
     if data.repeats > 1:
         caption += " Values with ± are means with the half-width of the 95 % t-interval over the repeats."
     if data.floors:
-        caption += " The first row is the real-data floor: MNIST training images scored like samples (the best a generator can reach; train time does not apply)."
+        caption += " The first row is the real-data floor: MNIST training images scored like samples (the best a generator can reach; train_seconds does not apply)."
     else:
         caption += " Real-data floors are not available (see the note above)."
-    blocks: list[Block] = [PageBreak(), Heading("2. Leaderboard")]
+    blocks: list[Block] = [Heading("2. Leaderboard")]
     if data.multi_objective:
         pareto = an.pareto_numbers(data)
         if pareto:
@@ -180,7 +115,7 @@ def leaderboard(data: StudyData) -> list[Block]:
 
 
 def per_factor(data: StudyData, factor_list: list[an.Factor], figures: Path) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("3. Per-factor comparison")]
+    blocks: list[Block] = [Heading("3. Per-factor comparison")]
     if not factor_list:
         blocks.append(Text("No complete trials yet: nothing to compare."))
         return blocks
@@ -200,11 +135,12 @@ def per_factor(data: StudyData, factor_list: list[an.Factor], figures: Path) -> 
         counts = ", ".join(f"{lv.label}: {sum(max(t.n_repeats, 1) for t in lv.trials)}" for lv in f.levels)
         kind = {"binned": " (quantile bins of the sampled values)", "categorical": "", "sweep": ""}[f.kind]
         blocks += [Heading(f"{f.name}{kind}", 3), Figure(path, f"{f.name}: runs per value — {counts}.")]
+        blocks += value_blocks(data, f, figures)
     return blocks
 
 
-def best_trial(data: StudyData) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("4. Best trial")]
+def best_trial(data: StudyData, figures: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("4. Best trial")]
     best = data.best_trial()
     if best is None:
         blocks.append(Text("No complete trial yet."))
@@ -223,15 +159,22 @@ def best_trial(data: StudyData) -> list[Block]:
             floor = (data.floors or {}).get(m)
             rows.append([m, gm.label(m), fmt_estimate(e), fmt(floor) if finite(floor) else "—"])
     blocks.append(Table(["metric", "meaning", f"trial {best.number}", "real-data floor"], rows, numeric=[False, False, True, True]))
-    art = data.artifacts
+    art = dict(data.artifacts)
     n_final = data.spec.final_samples if data.spec else None
     captions = {
         "grid": "Samples from the fixed noise at the end of training.",
-        "samples_20": "20 random samples with the evaluator's predicted digit above each.",
+        "samples_20": "20 random samples with the evaluator's predicted digit under each.",
         "histogram": f"Predicted digit of {n_final:,} samples; dashed line: the uniform share." if n_final else "Predicted digit of the final samples; dashed line: the uniform share.",
-        "interpolation": "Latent interpolation: each row walks a straight line between two random latents in 10 steps.",
+        "interpolation": "Latent interpolation: each row walks a straight line between two random latents in 10 steps; the evaluator's predicted digit under each image.",
+        "arithmetic": "Latent arithmetic: each row decodes two random latents x1 and x2, then x1 − x2 and x1 + x2, with the predicted digit under each.",
     }
-    widths = {"grid": 0.4, "samples_20": 0.75, "histogram": 0.5, "interpolation": 0.6}
+    widths = {"grid": 0.4, "samples_20": 0.75, "histogram": 0.5, "interpolation": 0.75, "arithmetic": 0.4}
+    if "grid" in art:  # real digits beside the generated ones, at the same scale
+        side = fg.real_beside_generated(data, art["grid"], figures / "best_real_vs_generated.png")
+        if side is not None:
+            art["grid"] = side
+            captions["grid"] = "Left: 64 random MNIST test digits; right: samples from the fixed noise at the end of training."
+            widths["grid"] = 0.65
     missing = [k for k in captions if k not in art]
     for kind, caption in captions.items():
         if kind in art:
@@ -272,7 +215,7 @@ def _importances(data: StudyData) -> tuple[dict[str, dict[str, float]], str]:
 
 
 def diagnostics(data: StudyData, figures: Path) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("5. Search diagnostics")]
+    blocks: list[Block] = [Heading("5. Search diagnostics")]
     if data.complete or any(t.intermediate for t in data.trials):
         path = fg.optimization_history(data, figures / "optimization_history.png")
         blocks += [Heading("Optimization history", 3), Figure(path, "Objective value of each complete trial in trial order and the best so far; pruned and running trials at their last reported value.", 0.8 if data.multi_objective else 0.6)]
@@ -285,6 +228,8 @@ def diagnostics(data: StudyData, figures: Path) -> list[Block]:
         blocks.append(Figure(path, note, 0.8 if len(imp) > 1 else 0.5))
     else:
         blocks.append(Text(note))
+    if not data.is_sweep:
+        blocks += search_blocks(data, imp, figures)
     if data.multi_objective:
         blocks.append(Heading("Pareto front", 3))
         pareto = an.pareto_numbers(data)
@@ -305,7 +250,7 @@ def diagnostics(data: StudyData, figures: Path) -> list[Block]:
 
 
 def findings(data: StudyData, factor_list: list[an.Factor]) -> list[Block]:
-    blocks: list[Block] = [PageBreak(), Heading("6. Findings")]
+    blocks: list[Block] = [Heading("6. Findings")]
     counts = {s: len(data.by_state(s)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     general = []
     if counts["PRUNED"] or counts["FAIL"]:

@@ -33,12 +33,12 @@ from gan import metrics as gm
 from gan.config import resolve_device
 from gan.evaluator import load_evaluator, resolve_cache_dir
 from gan.losses import realness
-from gan.plots import class_histogram, labelled_samples, save_grid
-from gan.sampling import generate, interpolation_rows
+from gan.plots import as_uint8, class_histogram, labelled_samples, save_grid
+from gan.sampling import arithmetic_rows, generate, interpolation_rows
 
 from . import record
 from .recovery import counts, dead_here, will_retry, worker_identity
-from .record import Tag, TrialRecord
+from .record import PICTURES, Tag, TrialRecord
 from .runs import CurveLogger, end_run, log_artifacts, log_metrics, source_tags, start_run
 from .spec import StudySpec
 from .tracking import StoreError, Stores, mask_url, retry
@@ -48,6 +48,13 @@ __all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
 EVAL_SEED = 12345  # noise for evaluation samples: the same for every trial, so metrics compare
 MAX_CURVE_POINTS = 500  # per curve and run: plenty for plots, half the insert cost of 1000
 GRID_WAIT_SECONDS = 600  # a trial that shows no point this long after this one asked is dead
+PROGRESS_FRACTIONS = (0.0, 0.25, 0.5)  # of the budget: the reports' "samples across training" (plus the end)
+PROGRESS_IMAGES = 10  # fixed-noise images per progress strip
+
+
+def progress_steps(total: int) -> list[int]:
+    """The steps of the progress strips before the last (0, 25 % and 50 % of ``total``)."""
+    return sorted({round(total * f) for f in PROGRESS_FRACTIONS} - {total})
 
 
 @dataclass
@@ -283,12 +290,21 @@ class TrialRunner:
             if bar is not None:
                 bar.update(len(records.steps))
 
+        snapshots = progress_steps(total)
+        progress: dict[int, Any] = {}  # step -> uint8 fixed-noise images, for the progress strip
+
         def on_eval(point: gan.EvalPoint) -> None:
             curves.flush()  # training is paused anyway
+            images = point.generator(point.fixed_noise)
+            log_artifacts(self.client, run_id, {f"samples/step_{point.step:06d}.png": lambda p: save_grid(images, p)})
+            if point.step in snapshots:
+                progress[point.step] = as_uint8(images[:PROGRESS_IMAGES])
+            if point.step % spec.eval_every:  # a progress snapshot only: no scores
+                return
             values, _ = ev.score(point.generator, point.discriminator, cfg, spec.eval_samples)
             log_metrics(self.client, run_id, values, point.step)
-            log_artifacts(self.client, run_id, {f"samples/step_{point.step:06d}.png": lambda p: save_grid(point.generator(point.fixed_noise), p)})
-            if report and not spec.multi_objective:
+            # step 0 scores the untrained models for the curves; the pruner compares trained ones
+            if report and not spec.multi_objective and point.step > 0:
                 metric = spec.objectives[0].metric
                 trial.report(values[metric], point.step)
                 if trial.should_prune():
@@ -296,7 +312,8 @@ class TrialRunner:
 
         records_every = window * math.ceil(100 / window)
         try:
-            result = gan.train(cfg, ev.data, on_records=on_records, records_every=records_every, on_eval=on_eval, eval_every=spec.eval_every)
+            result = gan.train(cfg, ev.data, on_records=on_records, records_every=records_every, on_eval=on_eval, eval_every=spec.eval_every,
+                               eval_at=snapshots)
         except gan.DivergenceError as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from exc
         finally:
@@ -306,13 +323,29 @@ class TrialRunner:
         values, images = ev.score(result.generator, result.discriminator, cfg, spec.final_samples)
         values.update(train_seconds=result.seconds, images_per_sec=result.images_per_sec, steps=result.steps)
         log_metrics(self.client, run_id, values, result.steps)
-        self.final_artifacts(result, images, values, run_id)
+        progress[result.steps] = as_uint8(result.generator(result.fixed_noise)[:PROGRESS_IMAGES])
+        self.final_artifacts(result, images, values, run_id, progress)
         return values
 
-    def final_artifacts(self, result: gan.TrainResult, images: torch.Tensor, values: dict[str, Any], run_id: str) -> None:
+    def final_artifacts(self, result: gan.TrainResult, images: torch.Tensor, values: dict[str, Any], run_id: str,
+                        progress: dict[int, Any] | None = None) -> None:
         ev = self.evaluation
-        twenty = images[:20]
-        predicted, _ = ev.evaluator.predict(twenty)
+        twenty = images[:20]  # from the evaluation noise (EVAL_SEED): the same latents in every trial
+
+        def digits(batch: torch.Tensor) -> list[int]:
+            probs, _ = ev.evaluator.predict(batch)
+            return probs.argmax(1).tolist()
+
+        interpolation = interpolation_rows(result.generator, rows=5, steps=10)
+        arithmetic = arithmetic_rows(result.generator, rows=4)
+        labels = {"samples_20": digits(twenty), "interpolation": digits(interpolation), "arithmetic": digits(arithmetic)}
+        steps = sorted(progress or {})
+        pictures = {
+            "samples_20": as_uint8(twenty), "samples_20_pred": labels["samples_20"],
+            "interpolation": as_uint8(interpolation), "interpolation_pred": labels["interpolation"],
+            "arithmetic": as_uint8(arithmetic), "arithmetic_pred": labels["arithmetic"],
+            "progress_steps": steps, "progress": [progress[k] for k in steps] if steps else [],
+        }
         saved = {
             "metrics": values,
             "config": result.config.to_dict(),
@@ -326,10 +359,20 @@ class TrialRunner:
             run_id,
             {
                 "samples/final.png": lambda p: save_grid(result.generator(result.fixed_noise), p),
-                "final/samples_20.png": lambda p: labelled_samples(twenty, predicted.argmax(1).tolist(), p),
+                "final/samples_20.png": lambda p: labelled_samples(twenty, labels["samples_20"], p),
                 "final/class_histogram.png": lambda p: class_histogram(values["class_counts"], p),
-                "final/interpolation.png": lambda p: save_grid(interpolation_rows(result.generator, rows=5, steps=10), p, nrow=10),
+                "final/interpolation.png": lambda p: labelled_samples(interpolation, labels["interpolation"], p, ncol=10),
+                "final/latent_arithmetic.png": lambda p: labelled_samples(arithmetic, labels["arithmetic"], p, ncol=4,
+                                                                          col_titles=["x1", "x2", "x1 − x2", "x1 + x2"]),
+                PICTURES: lambda p: _save_npz(p, pictures),
                 "final/metrics.json": lambda p: p.write_text(json.dumps(saved, indent=2)),
                 "checkpoint/checkpoint.pt": lambda p: gan.save_checkpoint(p, result.config, result.generator, result.discriminator, step=result.steps, metrics={k: v for k, v in values.items() if isinstance(v, float)}),
             },
         )
+
+
+def _save_npz(path, arrays: dict[str, Any]) -> None:
+    import numpy as np
+
+    with open(path, "wb") as fh:  # np.savez on a path would append .npz to the artifact's name
+        np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})

@@ -16,7 +16,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-__all__ = ["StudyAttrs", "Tag", "TrialRecord", "attrs", "write"]
+__all__ = ["PICTURES", "StudyAttrs", "Tag", "TrialRecord", "attrs", "write"]
+
+PICTURES = "final/pictures.npz"
+"""Per trial run: the images behind the reports' per-value strips, as uint8 arrays with the
+evaluator's predicted digits, so a report draws them without torch or a checkpoint."""
 
 
 @dataclass

@@ -67,10 +67,18 @@ def test_callbacks_get_every_step_once_and_eval_points(data):
     result = train(cfg, data, on_records=blocks.append, records_every=5, on_eval=lambda p: evals.append(p.step), eval_every=10)
     steps = [s for b in blocks for s in b.steps]
     assert steps == list(range(1, 24))
-    assert evals == [10, 20]
+    assert evals == [0, 10, 20]  # step 0: the untrained models, before any update
     assert all(b.images_per_sec > 0 and set(b.values) == set(result.history) for b in blocks)
     assert [v for b in blocks for v in b.values["d_loss"]] == result.history["d_loss"]
     assert 0 <= min(result.history["d_acc"]) and max(result.history["d_acc"]) <= 1
+
+
+def test_extra_eval_steps_and_step_zero_leave_training_unchanged(data):
+    cfg = TrainConfig(budget=12, batch_size=16, device="cpu")
+    evals = []
+    result = train(cfg, data, on_eval=lambda p: evals.append(p.step), eval_every=5, eval_at=(3, 5, 12, 40))
+    assert evals == [0, 3, 5, 10]  # the last step and steps beyond the budget are the caller's
+    assert result.history == train(cfg, data).history
 
 
 def test_epoch_budget_covers_the_data(data):

@@ -53,12 +53,13 @@ def test_two_trial_study_then_one_more(tmp_path):
         assert run.data.params["batch_size"] == "64" and "lr_g" in run.data.params
         curve = client.get_metric_history(run.info.run_id, "g_loss")
         assert len(curve) == 60 and sorted(m.step for m in curve) == list(range(1, 61))
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "fd")] == [30, 60]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "fd")] == [0, 30, 60]  # step 0: untrained
         for key in ("modes", "kl_uniform", "is", "precision", "recall", "d_acc_generated", "d_acc", "d_acc_real", "d_acc_fake", "images_per_sec"):
             assert key in run.data.metrics, key
         artifacts = {a.path for folder in ("samples", "final", "checkpoint") for a in client.list_artifacts(run.info.run_id, folder)}
         assert artifacts >= {"samples/step_000030.png", "samples/final.png", "final/samples_20.png", "final/class_histogram.png",
-                             "final/interpolation.png", "final/metrics.json", "checkpoint/checkpoint.pt"}
+                             "final/interpolation.png", "final/latent_arithmetic.png", "final/pictures.npz", "final/metrics.json",
+                             "checkpoint/checkpoint.pt", "samples/step_000000.png", "samples/step_000015.png"}
     trial_runs = {t.user_attrs["mlflow_run_id"] for t in trials}
     assert trial_runs == {r.info.run_id for r in children}
 
