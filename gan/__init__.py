@@ -7,7 +7,7 @@ from .config import FIELDS, TrainConfig
 from .data import MNIST, load_mnist, resolve_data_dir
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GanStudyError
 from .models import build_models
-from .sampling import generate, interpolate, interpolation_rows, latent_arithmetic
+from .sampling import arithmetic_rows, generate, interpolate, interpolation_rows, latent_arithmetic
 from .train import RECORD_KEYS, EvalPoint, Records, TrainResult, train
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Records",
     "TrainConfig",
     "TrainResult",
+    "arithmetic_rows",
     "build_models",
     "environment",
     "generate",
