@@ -289,7 +289,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .tracking import mask_url
 
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
-    print(f"Optuna dashboard for the same studies: optuna-dashboard {mask_url(stores.storage_url)}", flush=True)
+    print("Optuna dashboard for the same studies: gan-study dashboard STUDY (pip install 'gan-study[dashboard]')", flush=True)
     try:
         # No GenAI job-runner processes (huey consumers, a /dev/shm folder) for a UI on a study.
         return subprocess.call(command, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ})

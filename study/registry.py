@@ -54,15 +54,21 @@ def _checkpoint_generator(stores: Stores, run_id: str, folder: Path) -> torch.nn
 def register_best(study: optuna.Study, stores: Stores, parent_run_id: str) -> str | None:
     """Register the best trial's generator under the study's name; the version, or None when
     there is no complete trial or the best is already registered."""
-    import mlflow
-    import mlflow.pytorch
-
     best = best_trial(study)
     if best is None:
         return None
     rec = TrialRecord.from_trial(best)
     if not rec.mlflow_run_id:
         return None
+    # Invocations ending together on one work folder take turns: one version per best trial.
+    with stores.lock("register", when=stores.embedded):
+        return _register(study, stores, parent_run_id, best, rec)
+
+
+def _register(study: optuna.Study, stores: Stores, parent_run_id: str, best: FrozenTrial, rec: TrialRecord) -> str | None:
+    import mlflow
+    import mlflow.pytorch
+
     client, name = stores.mlflow(), study.study_name
     with contextlib.suppress(Exception):
         versions = client.search_model_versions(f"name='{name}'", max_results=1, order_by=["version_number DESC"])
