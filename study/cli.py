@@ -1,4 +1,5 @@
-"""The ``gan-study`` command line: run studies, list specs, show status, open the UI, report."""
+"""The ``gan-study`` command line: run studies, list specs and studies, show status, open the
+MLflow UI or the Optuna dashboard, report, and draw samples from a trial's generator."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ ENV_VARS = {
     "worker": STORE_VARS + DATA_VARS + HTTP_VARS,
     "specs": (),
     "status": STORE_VARS + HTTP_VARS,
+    "studies": STORE_VARS,
     "ui": STORE_VARS,
+    "dashboard": STORE_VARS,
     "report": STORE_VARS + DATA_VARS + HTTP_VARS,
+    "sample": STORE_VARS + HTTP_VARS,
 }
 
 
@@ -107,19 +111,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "the trials of a study")
     p.add_argument("study", help="study name")
     _store_args(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list of trial objects")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help='print {"study", "directions", "metric_names", "trials": [...]} as JSON')
+    shape.add_argument("--csv", action="store_true", help="print one CSV line per trial (values, params, metrics in columns)")
+
+    p = add("studies", "the studies in a store: trials by state and the best value")
+    _store_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list of study objects")
 
     p = add("ui", "serve the MLflow UI on the workdir's store", "serve the MLflow UI (127.0.0.1 unless --host)")
     _store_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
 
-    p = add("report", "write a markdown and PDF report of a study", "write report.md, report.pdf and figures/")
-    p.add_argument("study", help="study name")
+    p = add("dashboard", "serve optuna-dashboard on the studies' Optuna storage (the [dashboard] extra)",
+            "serve optuna-dashboard on the studies' Optuna storage (127.0.0.1 unless --host); "
+            "needs pip install 'gan-study[dashboard]'")
+    p.add_argument("studies", nargs="+", metavar="STUDY", help="the studies to open (each must exist)")
+    _store_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+    p = add("report", "write a markdown and PDF report of a study, or compare several",
+            "write report.md, report.pdf and figures/ of one study; with several, a comparison of their best trials")
+    p.add_argument("study", nargs="+", help="study name; several: compare their best trials side by side")
     _store_args(p)
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf (default: md,pdf)")
     p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/); refused where it passes through a symlink inside the work folder")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the evaluator's floors)")
+
+    p = add("sample", "draw samples from the best (or a chosen) trial's generator",
+            "draw samples from the best trial's generator (or --trial N's): the registered model, else the trial's checkpoint")
+    p.add_argument("study", help="study name")
+    _store_args(p)
+    p.add_argument("--trial", type=int, help="trial number (default: the best complete trial)")
+    p.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--out", help="grid.png (an image grid) or samples.pt (a tensor N x 1 x 28 x 28 in [-1, 1]); default: "
+                   "<workdir>/samples/<study>/trial-<N>.png; refused where it passes through a symlink inside the work folder")
     return parser
 
 
@@ -143,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
     # each call on top, a worker rides out a tracking-server restart of about a minute and gives
     # up on a dead server in a few minutes rather than an hour. (Spawned workers inherit these.)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # sample/registry downloads: no bars
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     for name in ("mlflow", "alembic"):
@@ -207,10 +237,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_study(spec, opts)
     summary = f"study {result.study_name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in {result.seconds:.0f} s"
     print(summary)
+    if result.enqueued:
+        print(f"enqueued the spec's {result.enqueued} configuration(s) to try first")
     if result.best:
         metrics = result.best["metrics"]
         shown = ", ".join(f"{m.name}={metrics[m.name]:.4g}" for m in gm.metrics_of("score", shown=True) if m.name in metrics)
         print(f"best trial {result.best['number']}: {shown}")
+    if result.registered:
+        print(f"best generator registered as model {result.study_name!r} version {result.registered}; "
+              f"draw from it with 'gan-study sample {result.study_name}'")
     print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
     return 0
 
@@ -234,8 +269,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     stores = _stores(args)
     study = open_existing_study(stores, args.study)
     rows = trial_rows(study, stores)
-    if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+    if args.json or args.csv:
+        from .studies import status_csv, status_document
+
+        print(json.dumps(status_document(study, rows), indent=2, default=str) if args.json else status_csv(study, rows), end="\n" if args.json else "")
         return 0
     print(f"study {args.study}: {len(rows)} trials")
     print(status_table(rows))
@@ -252,7 +289,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .tracking import mask_url
 
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
-    print(f"Optuna dashboard for the same studies: optuna-dashboard {mask_url(stores.storage_url)}", flush=True)
+    print("Optuna dashboard for the same studies: gan-study dashboard STUDY (pip install 'gan-study[dashboard]')", flush=True)
     try:
         # No GenAI job-runner processes (huey consumers, a /dev/shm folder) for a UI on a study.
         return subprocess.call(command, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ})
@@ -260,25 +297,62 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_studies(args: argparse.Namespace) -> int:
+    from .studies import dumps, studies_rows, studies_table
+
+    rows = studies_rows(_stores(args))
+    print(dumps(rows) if args.json else studies_table(rows))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve_dashboard
+    from .names import check_name
+
+    for name in args.studies:
+        check_name(name)
+    try:
+        serve_dashboard(_stores(args), args.studies, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import sample_command
+
+    print(sample_command(_stores(args), args.study, trial=args.trial, n=args.n, seed=args.seed, out=args.out))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .names import check_name, inside, refuse_links
 
-    check_name(args.study)
+    for name in args.study:
+        check_name(name)
+    if len(set(args.study)) != len(args.study):
+        raise GanStudyError(f"report names a study twice ({' '.join(args.study)}): name each study once")
     if args.data_dir:
         os.environ["GAN_STUDY_DATA"] = args.data_dir
     stores = _stores(args)
     # --out is the user's choice, but no link planted in the work folder may redirect the report.
-    out = Path(args.out) if args.out else stores.workdir / "reports" / args.study
+    default = args.study[0] if len(args.study) == 1 else "compare-" + "-".join(args.study)[:150]
+    out = Path(args.out) if args.out else stores.workdir / "reports" / default
     refuse_links(stores.workdir, out, "the report folder")
     if not args.out:
         inside(stores.workdir / "reports", out, "the report folder")
-    from reports import write_report
-
     from .status import open_existing_study
 
-    study = open_existing_study(stores, args.study)
+    studies = [open_existing_study(stores, name) for name in args.study]
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    written = write_report(study, stores, out, formats=formats)
+    if len(studies) > 1:
+        from reports.compare import write_comparison
+
+        written = write_comparison(studies, stores, out, formats=formats)
+    else:
+        from reports import write_report
+
+        written = write_report(studies[0], stores, out, formats=formats)
     for path in written:
         print(path)
     return 0
@@ -289,8 +363,11 @@ COMMANDS = {
     "worker": cmd_run,
     "specs": cmd_specs,
     "status": cmd_status,
+    "studies": cmd_studies,
     "ui": cmd_ui,
+    "dashboard": cmd_dashboard,
     "report": cmd_report,
+    "sample": cmd_sample,
 }
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from gan.sampling import arithmetic_rows, generate, interpolation_rows
 from . import record
 from .recovery import counts, dead_here, will_retry, worker_identity
 from .record import PICTURES, Tag, TrialRecord
-from .runs import CurveLogger, end_run, log_artifacts, log_metrics, source_tags, start_run
+from .runs import CurveLogger, end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
 from .spec import StudySpec
 from .tracking import StoreError, Stores, mask_url, retry
 
@@ -183,9 +183,13 @@ class TrialRunner:
             record.write(trial, sweep={"point": point.label, "factor": point.factor, "value": point.value})
             return dict(point.overrides)
         overrides: dict[str, Any] = {}
+        drawn: dict[str, Any] = {}  # the choice labels drawn so far: they decide the conditional parameters
         for p in spec.space:
+            if not p.active(drawn):
+                continue  # define-by-run: an inapplicable parameter is never drawn, never recorded
             if p.choices is not None:
-                overrides.update(p.decode(trial.suggest_categorical(p.name, list(p.labels()))))
+                drawn[p.name] = trial.suggest_categorical(p.name, list(p.labels()))
+                overrides.update(p.decode(drawn[p.name]))
             elif p.integer:
                 overrides[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
             else:
@@ -215,7 +219,7 @@ class TrialRunner:
             sweep = TrialRecord.from_trial(trial).sweep
             if sweep:
                 tags.update({Tag.SWEEP_POINT: sweep["point"], Tag.SWEEP_FACTOR: sweep["factor"], Tag.SWEEP_VALUE: sweep["value"]})
-            run_id = start_run(self.client, self.experiment_id, f"trial-{trial.number}", tags, self.parent_run_id)
+            run_id = start_run(self.client, self.experiment_id, run_name(trial.number, trial.params), tags, self.parent_run_id)
             run_ids.append(run_id)
             record.write(trial, mlflow_run_id=run_id)
             params = [Param(k, str(v)) for k, v in base.to_dict().items() if k != "seed"]

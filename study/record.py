@@ -90,6 +90,10 @@ class StudyAttrs:
     OBJECTIVES = "objectives"
     SWEEP_BASELINE_VALUES = "sweep_baseline_values"
     REPEATS = "repeats"
+    ENQUEUED = "enqueued"
+    """How many of the spec's ``enqueue:`` configurations were enqueued (set once, after them)."""
+    REGISTERED_VERSION = "registered_model_version"
+    """The MLflow model registry version of the best trial's generator, registered by ``run``."""
 
 
 class Tag:
@@ -117,3 +121,10 @@ class Tag:
     SOURCE_TYPE = "mlflow.source.type"
     GIT_COMMIT = "mlflow.source.git.commit"
     USER = "mlflow.user"
+    EXPERIMENT_KIND = "mlflow.experimentKind"
+    """'custom_model_development': the MLflow UI opens the experiment on its training runs."""
+    NOTE = "mlflow.note.content"
+    """The description shown on an experiment's (or run's) page in the MLflow UI."""
+    SPEC = "gan_study.spec"
+    """The effective spec as YAML (experiment tag)."""
+    BEST_TRIAL = "gan_study.best_trial"

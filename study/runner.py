@@ -25,11 +25,13 @@ from optuna.trial import FrozenTrial, TrialState
 from gan.config import resolve_device
 from gan.errors import GanStudyError
 
+from .enqueue import enqueue_once
 from .names import check_name
 from .objective import Evaluation, TrialRunner, free_memory, load_evaluation
 from .record import Tag, TrialRecord
 from .recovery import counted_trials, counts, fail_trials_of_this_process, may_take_over, reconcile, worker_identity
-from .runs import log_artifacts, source_tags, start_run
+from .registry import register_best
+from .runs import describe_experiment, log_artifacts, source_tags, start_run
 from .samplers import effective_spec, open_study, spec_hash
 from .spec import StudySpec
 from .tracking import Stores, mask_url, retry
@@ -70,6 +72,10 @@ class StudyOutcome:
     best: dict[str, Any] | None
     seconds: float
     parent_run_id: str
+    enqueued: int = 0
+    """Configurations of the spec's ``enqueue:`` added to the study by this invocation."""
+    registered: str | None = None
+    """The model registry version of the best generator registered by this invocation."""
 
 
 def _quiet_libraries() -> None:
@@ -169,11 +175,13 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     stores.prepare()
     stores.check_tracking()
     study = open_study(spec, opts.study_name, stores.optuna_storage())
+    enqueued = enqueue_once(study, spec, stores)
     experiment_id = stores.experiment_id(opts.study_name)
     client = stores.mlflow()
+    effective = effective_spec(spec)
+    describe_experiment(client, experiment_id, spec.description, yaml.safe_dump(effective, sort_keys=False))
     started = time.time()
     me = worker_identity()
-    effective = effective_spec(spec)
     tags = {
         Tag.ROLE: "invocation", Tag.STUDY_NAME: opts.study_name, Tag.HOST: me["host"], Tag.PID: str(me["pid"]),
         Tag.STARTED: me["started"] or "", Tag.SPEC_HASH: spec_hash(effective),
@@ -197,7 +205,14 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
         raise
     finally:
         retry(lambda: client.set_terminated(parent, status))
-    return outcome(study, started, parent)
+    result = outcome(study, started, parent)
+    result.enqueued = enqueued
+    try:
+        result.registered = register_best(study, stores, parent)
+    except Exception as exc:  # noqa: BLE001 - the study itself is done; say why the model is not in the registry
+        print(f"gan-study: warning: the best generator was not registered: {mask_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}",
+              file=sys.stderr, flush=True)
+    return result
 
 
 def _study_bar(opts: RunOptions, study: optuna.Study):

@@ -25,8 +25,9 @@ import gan
 from .record import Tag
 from .tracking import retry
 
-__all__ = ["CurveLogger", "end_run", "log_artifacts", "log_metrics", "source_tags", "start_run"]
+__all__ = ["CurveLogger", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
 
+MAX_RUN_NAME = 120  # readable in the MLflow UI's run list (MLflow itself allows 250)
 MLFLOW_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 FLUSH_SECONDS = 30.0  # the longest the curves in MLflow lag behind training between evaluations
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +55,29 @@ def source_tags(command: str) -> dict[str, str]:
     if commit:
         tags[Tag.GIT_COMMIT] = commit
     return tags
+
+
+def run_name(number: int, params: dict[str, Any]) -> str:
+    """A readable trial run name: ``trial-7 lr_g=5e-04 optimizer=rmsprop`` (sampled values only)."""
+    parts = [f"trial-{number}"]
+    for key, value in params.items():
+        if key == "point":  # a sweep point's label is already 'factor=value'
+            parts.append(str(value))
+        elif isinstance(value, float):
+            shown = f"{value:.1e}".replace(".0e", "e").replace("e-0", "e-") if value and abs(value) < 1e-2 else f"{value:.3g}"
+            parts.append(f"{key}={shown}")
+        else:
+            parts.append(f"{key}={value}")
+    name = " ".join(parts)
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 3] + "..."
+
+
+def describe_experiment(client, experiment_id: str, description: str, spec_yaml: str) -> None:
+    """Tags that make the MLflow UI fit a study: it opens on the training runs, and the
+    experiment's page shows the study's description and spec."""
+    note = (description.strip() + "\n\n" if description.strip() else "") + "Spec:\n\n```yaml\n" + spec_yaml + "```\n"
+    for key, value in ((Tag.EXPERIMENT_KIND, "custom_model_development"), (Tag.NOTE, note), (Tag.SPEC, spec_yaml[:5000])):
+        retry(lambda: client.set_experiment_tag(experiment_id, key, value))
 
 
 def start_run(client, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:

@@ -38,7 +38,12 @@ def make_sampler(spec: StudySpec, offset: int, storage: BaseStorage | None = Non
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, warn_independent_sampling=False)
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, multivariate=True)
+    # A conditional space changes from trial to trial: group=True models each set of parameters
+    # drawn together jointly, instead of falling back to independent sampling for all of them.
+    conditional = any(p.when for p in spec.space)
+    with warnings.catch_warnings():  # group: "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, multivariate=True, group=conditional)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

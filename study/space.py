@@ -16,7 +16,7 @@ from gan.errors import GanStudyError
 if TYPE_CHECKING:
     from .spec import StudySpec
 
-__all__ = ["Param", "SpecError", "SweepPoint", "field_kind", "label_of"]
+__all__ = ["Param", "SpecError", "SweepPoint", "active_labels", "field_kind", "label_of"]
 
 RESERVED = ("seed", "device", "budget", "budget_unit")
 SPACE_FIELDS = tuple(f for f in FIELDS if f not in RESERVED)
@@ -38,6 +38,13 @@ class Param:
     high: float | None = None
     log: bool = False
     integer: bool = False
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """Conditions (earlier parameter, its labels that activate this one); all must hold. An
+    inactive parameter is never sampled: its config field keeps the fixed or default value."""
+
+    def active(self, labels: dict[str, Any]) -> bool:
+        """Whether this parameter is drawn, given the labels drawn so far (inactive ones absent)."""
+        return all(name in labels and labels[name] in allowed for name, allowed in self.when)
 
     def labels(self) -> tuple[Any, ...]:
         assert self.choices is not None
@@ -100,13 +107,15 @@ def _fields(values: Any, key: str, check: bool = True) -> dict[str, Any]:
 def parse_space(raw: Any) -> tuple[Param, ...]:
     if not isinstance(raw, dict):
         raise SpecError(f"space must be a mapping of name -> choices or range; got {raw!r}")
-    params = []
+    params: list[Param] = []
     for name, value in raw.items():
         where = f"space.{name}"
         if isinstance(value, list):
             value = {"choices": value}
         if not isinstance(value, dict):
             raise SpecError(f"{where} must be a list of choices or {{low, high[, log]}}; got {value!r}")
+        when = _when(value.get("when"), where, params) if "when" in value else ()
+        value = {k: v for k, v in value.items() if k != "when"}
         if "choices" in value:
             extra = sorted(set(value) - {"choices"})
             if extra:
@@ -123,7 +132,7 @@ def parse_space(raw: Any) -> tuple[Param, ...]:
             labels = [label_of(c) for c in choices]
             if len(set(map(repr, labels))) != len(labels):
                 raise SpecError(f"{where}: choices repeat a value: {labels}")
-            params.append(Param(name, choices=tuple(choices)))
+            params.append(Param(name, choices=tuple(choices), when=when))
             continue
         extra = sorted(set(value) - {"low", "high", "log"})
         if extra:
@@ -149,8 +158,41 @@ def parse_space(raw: Any) -> tuple[Param, ...]:
             raise SpecError(f"{where}.log must be true or false; got {log!r}")
         if log and low <= 0:
             raise SpecError(f"{where}: a log range needs low > 0; got low={low}")
-        params.append(Param(name, low=low, high=high, log=log, integer=kind is int))
+        params.append(Param(name, low=low, high=high, log=log, integer=kind is int, when=when))
     return tuple(params)
+
+
+def _when(raw: Any, where: str, earlier: list[Param]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``when: {param: value | [values]}``: each param a choice parameter listed above this one,
+    each value one of its choices (labels, as Optuna records them)."""
+    choice_params = {p.name: p for p in earlier if p.choices is not None}
+    above = ", ".join(choice_params) or "none"
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(f"{where}.when must map a choice parameter above it to a value or a list of values, "
+                        f"e.g. when: {{arch: dcgan}}; got {raw!r}")
+    out = []
+    for parent, values in raw.items():
+        if parent not in choice_params:
+            why = "is a range" if any(p.name == parent for p in earlier) else "is not a choice parameter listed above it"
+            raise SpecError(f"{where}.when: {parent!r} {why}: a condition names a choice parameter defined earlier in space ({above})")
+        allowed = choice_params[parent].labels()
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise SpecError(f"{where}.when.{parent} must name at least one of {list(allowed)}")
+        for v in values:
+            if label_of(v) not in allowed:
+                raise SpecError(f"{where}.when.{parent}: {v!r} is not one of {parent}'s choices {list(allowed)}")
+        out.append((parent, tuple(label_of(v) for v in values)))
+    return tuple(out)
+
+
+def active_labels(space: tuple[Param, ...], labels: dict[str, Any]) -> dict[str, Any]:
+    """The labels of the parameters that are drawn when the choices take ``labels`` (in order)."""
+    out: dict[str, Any] = {}
+    for p in space:
+        if p.name in labels and p.active(out):
+            out[p.name] = labels[p.name]
+    return out
 
 
 def field_kind(name: str) -> type | None:
@@ -200,13 +242,26 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         raise SpecError(f"{where}: {exc}") from exc
 
 
+def _condition_bases(space: tuple[Param, ...], p: Param) -> list[dict[str, Any]]:
+    """Config overrides under which ``p`` is drawn: one per combination of its conditions' values
+    (with each parent's own first condition met too)."""
+    if not p.when:
+        return [{}]
+    by_name = {q.name: q for q in space}
+    options = []
+    for parent, allowed in p.when:
+        base = _condition_bases(space, by_name[parent])[0]
+        options.append([{**base, **by_name[parent].decode(label)} for label in allowed])
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*options)]
+
+
 def check_values(spec: StudySpec) -> None:
     """Both bounds of every range and every choice must pass TrainConfig's rules.
 
-    Each value is tried with the fixed values alone, then beside each choice of the other
-    parameters (a rule may tie fields together: self_attention needs arch=dcgan, ...); it is
-    an error when no such config is valid. Linear in the number of values, so it also covers
-    spaces too large for :func:`check_combinations`.
+    Each value is tried with the fixed values alone (and its conditions met), then beside each
+    choice of the other parameters (a rule may tie fields together: self_attention needs
+    arch=dcgan, ...); it is an error when no such config is valid. Linear in the number of
+    values, so it also covers spaces too large for :func:`check_combinations`.
     """
     others = [(p.name, p.decode(label)) for p in spec.space if p.choices is not None for label in p.labels()]
     for p in spec.space:
@@ -214,9 +269,10 @@ def check_values(spec: StudySpec) -> None:
             values = [(f"space.{p.name}: {end}={getattr(p, end)} is invalid", {p.name: getattr(p, end)}) for end in ("low", "high")]
         else:
             values = [(f"space.{p.name}: value {label!r} is invalid in every combination", p.decode(label)) for label in p.labels()]
+        conditions = _condition_bases(spec.space, p)
         for shown, overrides in values:
             first_error = None
-            for base in [{}] + [b for name, b in others if name != p.name]:
+            for base in [{**b, **c} for b in [{}] + [b for name, b in others if name != p.name] for c in conditions]:
                 try:
                     spec.config_for({**base, **overrides}, seed=0)
                     break
@@ -227,38 +283,51 @@ def check_values(spec: StudySpec) -> None:
 
 
 def check_combinations(spec: StudySpec) -> None:
-    """Every choice must be valid in some combination (with the ranges at both ends); on a grid,
-    every combination must be."""
+    """Every choice must be valid in some combination where it is drawn (with the ranges at both
+    ends); on a grid, every combination must be. A parameter's conditions decide where it is
+    drawn: an inactive parameter keeps the fixed or default value."""
     check_values(spec)
     choice_params = [p for p in spec.space if p.choices is not None]
     range_params = [p for p in spec.space if p.choices is None]
-    corners = [{p.name: getattr(p, end) for p in range_params} for end in (("low", "high") if range_params else ("low",))]
+    ends = ("low", "high") if range_params else ("low",)
     combos = math.prod(len(p.choices) for p in choice_params) if choice_params else 1
-    if combos * len(corners) > MAX_CHECKED_COMBINATIONS:
+    if combos * len(ends) > MAX_CHECKED_COMBINATIONS:
         return
     valid_labels: set[tuple[str, Any]] = set()
+    drawn: set[str] = set()
+    seen: set[tuple] = set()
     first_error = None
-    for combo in itertools.product(*(p.choices for p in choice_params)):
+    for combo in itertools.product(*(p.labels() for p in choice_params)):
+        active = active_labels(tuple(choice_params), {p.name: label for p, label in zip(choice_params, combo)})
+        key = tuple((k, repr(v)) for k, v in active.items())
+        if key in seen:
+            continue
+        seen.add(key)
+        drawn.update(active)
+        choices = {}
+        for p in choice_params:
+            if p.name in active:
+                choices.update(p.decode(active[p.name]))
         try:
-            for corner in corners:
-                overrides = dict(corner)
-                for p, choice in zip(choice_params, combo):
-                    overrides.update(p.decode(label_of(choice)))
-                spec.config_for(overrides, seed=0)
+            for end in ends:
+                corner = {p.name: getattr(p, end) for p in range_params if p.active(active)}
+                spec.config_for({**corner, **choices}, seed=0)
         except ConfigError as exc:
             if spec.is_grid:
-                labels = ", ".join(f"{p.name}={label_of(c)}" for p, c in zip(choice_params, combo))
+                labels = ", ".join(f"{k}={v}" for k, v in active.items())
                 raise SpecError(f"grid point ({labels}) is invalid: {exc}") from exc
             first_error = first_error or exc
             continue
-        valid_labels.update((p.name, repr(label_of(c))) for p, c in zip(choice_params, combo))
+        valid_labels.update((name, repr(label)) for name, label in active.items())
     for p in choice_params:
-        for c in p.choices:
-            if (p.name, repr(label_of(c))) not in valid_labels:
-                raise SpecError(f"space.{p.name}: value {label_of(c)!r} is invalid in every combination: {first_error}")
+        if p.name not in drawn:
+            raise SpecError(f"space.{p.name}: its conditions {dict(p.when)} never hold together, so it is never drawn: fix its when")
+        for label in p.labels():
+            if (p.name, repr(label)) not in valid_labels:
+                raise SpecError(f"space.{p.name}: value {label!r} is invalid in every combination: {first_error}")
     if not choice_params:
-        for corner in corners:
+        for end in ends:
             try:
-                spec.config_for(corner, seed=0)
+                spec.config_for({p.name: getattr(p, end) for p in range_params}, seed=0)
             except ConfigError as exc:
                 raise SpecError(f"space: {exc}") from exc

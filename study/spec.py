@@ -18,6 +18,7 @@ import yaml
 from gan import TrainConfig
 from gan import metrics as gm
 
+from .enqueue import parse_enqueue
 from .names import NameRuleError, check_name
 from .space import (
     Param,
@@ -38,7 +39,7 @@ __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", 
 
 TOP_KEYS = (
     "name", "description", "objective", "sampler", "pruner", "trials", "budget", "evaluation",
-    "repeats", "seed", "fixed", "space", "sweep",
+    "repeats", "seed", "fixed", "space", "sweep", "enqueue",
 )
 
 
@@ -84,6 +85,8 @@ class StudySpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
     sweep: tuple[SweepPoint, ...] = ()
+    enqueue: tuple[dict[str, Any], ...] = ()
+    """Configurations tried first (Optuna parameter values, as in ``trial.params``), in order."""
     baseline_values: dict[str, str] = field(default_factory=dict)
     """For each sweep factor whose values include the baseline: that value's label."""
     source: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +125,8 @@ class StudySpec:
             raise SpecError(f"--trials must be an int >= 1, got {trials!r}")
         if self.is_grid and trials > self.grid_size():
             raise SpecError(f"--trials {trials} exceeds the grid of {self.grid_size()} points: use at most {self.grid_size()}")
+        if trials < len(self.enqueue):
+            raise SpecError(f"--trials {trials} is fewer than the spec's {len(self.enqueue)} enqueued configurations: use at least {len(self.enqueue)}")
         return _replace(self, trials=trials)
 
 
@@ -215,6 +220,10 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
             raise SpecError(f"sampler=grid needs choices, but space.{ranges[0]} is a range: give it choices: [...]")
         if not space:
             raise SpecError("sampler=grid needs a space of choices or a sweep")
+        conditional = [p.name for p in space if p.when]
+        if conditional:
+            raise SpecError(f"sampler=grid runs every combination, so space.{conditional[0]} cannot have a when: "
+                            "use sampler tpe or random, or remove the when")
     spec = StudySpec(
         name=name,
         description=str(raw.get("description", "")),
@@ -242,6 +251,8 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     if spec.is_grid:
         spec = _replace(spec, trials=spec.grid_size() if "trials" not in raw else min(trials, spec.grid_size()))
     check_combinations(spec)
+    if "enqueue" in raw:
+        spec = _replace(spec, enqueue=parse_enqueue(raw["enqueue"], spec))
     return spec
 
 

@@ -26,9 +26,10 @@ def test_specs_lists_the_builtins(tmp_path):
 
 
 def test_help_on_every_command(tmp_path):
-    for command in ("run", "worker", "specs", "status", "ui", "report"):
+    for command in ("run", "worker", "specs", "status", "studies", "ui", "dashboard", "report", "sample"):
         out = gan_study(command, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: gan-study" in out.stdout
+        assert "environment variables:" in out.stdout, command
 
 
 def test_two_trial_study_then_one_more(tmp_path):
@@ -70,7 +71,7 @@ def test_two_trial_study_then_one_more(tmp_path):
     assert sum(r.data.tags.get("gan_study.role") == "trial" for r in runs) == 3
 
     status = gan_study("status", "tiny", "--json", cwd=tmp_path)
-    rows = json.loads(status.stdout)
+    rows = json.loads(status.stdout)["trials"]
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3 and all(r["mlflow_status"] == "FINISHED" for r in rows)
     table = gan_study("status", "tiny", cwd=tmp_path)
     assert table.returncode == 0 and "study tiny: 3 trials" in table.stdout

@@ -196,7 +196,7 @@ def test_three_workers_share_a_grid_exactly_once(postgres, mlflow_server, tmp_pa
     status = subprocess.run([sys.executable, "-m", "study.cli", "status", "pg-grid", "--storage", storage, "--tracking-uri", tracking, "--json"],
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert [r["mlflow_status"] for r in json.loads(status.stdout)] == ["FINISHED"] * 6
+    assert [r["mlflow_status"] for r in json.loads(status.stdout)["trials"]] == ["FINISHED"] * 6
 
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(postgres, mlflow_server, tmp_path, evaluator):
