@@ -14,10 +14,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from gan import metrics as gm
 from study.record import StudyAttrs, TrialRecord
+from study.registry import best_trial
 
 from .data import ReportError, load_floors
 from .doc import Heading, Table, Text, to_markdown, to_pdf
@@ -25,16 +25,6 @@ from .doc import Heading, Table, Text, to_markdown, to_pdf
 __all__ = ["write_comparison"]
 
 FORMATS = ("md", "pdf")
-
-
-def _best(study: optuna.Study):
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    return min(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
 
 
 def _fmt(value: Any) -> str:
@@ -49,7 +39,7 @@ def build(studies: list[optuna.Study], data_dir: str | None) -> list:
     for study in studies:
         spec = study.user_attrs.get(StudyAttrs.SPEC) or {}
         sample_counts.add(int((spec.get("evaluation") or {}).get("final_samples", 10_000)))
-        best = _best(study)
+        best = best_trial(study)
         names = study.metric_names or study.user_attrs.get(StudyAttrs.OBJECTIVES) or []
         if best is None:
             rows.append([study.study_name, "—", "no complete trial", *["—"] * len(shown), "—", ""])

@@ -12,20 +12,25 @@ from gan import metrics as gm
 from .record import TrialRecord
 from .tracking import StoreError, Stores, check_database, mask_url
 
-__all__ = ["open_existing_study", "status_table", "trial_rows"]
+__all__ = ["open_existing_study", "status_table", "study_names", "trial_rows"]
+
+
+def study_names(stores: Stores) -> tuple[Any, list[str]]:
+    """The Optuna storage (read-only use) and the names of its studies; one line if unreadable."""
+    if not stores.embedded:
+        check_database(stores.storage_url, "Optuna storage", "--storage")
+    storage = stores.optuna_storage(heartbeat=False, create=False)
+    try:
+        return storage, optuna.get_all_study_names(storage)
+    except Exception as exc:
+        raise StoreError(f"cannot read the Optuna storage {mask_url(stores.storage_url)}: {str(exc).splitlines()[0]}") from exc
 
 
 def open_existing_study(stores: Stores, name: str) -> optuna.Study:
     """The named study; a one-line error listing the studies that exist otherwise."""
     if stores.embedded and not Path(stores.storage_url).exists():
         raise StoreError(f"no study {name!r}: there are no studies in {stores.workdir} (run one with 'gan-study run')")
-    if not stores.embedded:
-        check_database(stores.storage_url, "Optuna storage", "--storage")
-    storage = stores.optuna_storage(heartbeat=False, create=False)
-    try:
-        names = optuna.get_all_study_names(storage)
-    except Exception as exc:
-        raise StoreError(f"cannot read the Optuna storage {mask_url(stores.storage_url)}: {str(exc).splitlines()[0]}") from exc
+    storage, names = study_names(stores)
     if name not in names:
         existing = ", ".join(sorted(names)) or "none"
         raise StoreError(f"no study {name!r} in {mask_url(stores.storage_url)}; studies: {existing}")

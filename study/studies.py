@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 
 from .record import StudyAttrs
-from .tracking import StoreError, Stores, check_database, mask_url
+from .status import study_names
+from .tracking import Stores
 
 __all__ = ["STATES", "status_csv", "status_document", "studies_rows", "studies_table"]
 
@@ -60,13 +61,7 @@ def studies_rows(stores: Stores) -> list[dict[str, Any]]:
     """One object per study in the Optuna storage: trial counts by state and the best value."""
     if stores.embedded and not Path(stores.storage_url).exists():
         return []
-    if not stores.embedded:
-        check_database(stores.storage_url, "Optuna storage", "--storage")
-    storage = stores.optuna_storage(heartbeat=False, create=False)
-    try:
-        names = optuna.get_all_study_names(storage)
-    except Exception as exc:
-        raise StoreError(f"cannot read the Optuna storage {mask_url(stores.storage_url)}: {str(exc).splitlines()[0]}") from exc
+    storage, names = study_names(stores)
     rows = []
     for name in sorted(names):
         study = optuna.load_study(study_name=name, storage=storage)
