@@ -4,6 +4,7 @@ MLflow UI or the Optuna dashboard, report, and draw samples from a trial's gener
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -289,6 +290,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .tracking import mask_url
 
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
+    # MLflow 3.17's UI opens an experiment on its GenAI overview even when the experiment is
+    # tagged for model training (seen in benchmarks/ui_screenshot.py): link the runs page itself.
+    db = stores.tracking_uri.removeprefix("sqlite:///")
+    if not stores.tracking_uri.startswith("sqlite:///") or Path(db).exists():
+        with contextlib.suppress(Exception):  # links are a convenience; the UI starts regardless
+            for e in stores.mlflow().search_experiments():
+                if e.name != "Default":
+                    print(f"  {e.name}: http://{args.host}:{args.port}/#/experiments/{e.experiment_id}/runs")
     print("Optuna dashboard for the same studies: gan-study dashboard STUDY (pip install 'gan-study[dashboard]')", flush=True)
     try:
         # No GenAI job-runner processes (huey consumers, a /dev/shm folder) for a UI on a study.
