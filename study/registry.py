@@ -24,6 +24,7 @@ import gan
 from gan.errors import GanStudyError
 
 from .record import StudyAttrs, Tag, TrialRecord
+from .runs import fluent_mlflow
 from .tracking import Stores, retry
 
 __all__ = ["NoTrialError", "best_trial", "load_generator", "register_best"]
@@ -74,12 +75,11 @@ def _register(study: optuna.Study, stores: Stores, parent_run_id: str, best: Fro
         versions = client.search_model_versions(f"name='{name}'", max_results=1, order_by=["version_number DESC"])
         if versions and versions[0].tags.get(Tag.BEST_TRIAL) == str(best.number):
             return None
-    mlflow.set_tracking_uri(stores.tracking_uri)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format caution: our own model
     with tempfile.TemporaryDirectory() as tmp:
         generator = _checkpoint_generator(stores, rec.mlflow_run_id, Path(tmp))
     metrics = {k: v for k, v in rec.metrics.items() if isinstance(v, (int, float))}
-    with warnings.catch_warnings(), mlflow.start_run(run_id=parent_run_id):
+    with fluent_mlflow(stores.tracking_uri), warnings.catch_warnings(), mlflow.start_run(run_id=parent_run_id):
         warnings.simplefilter("ignore")  # no signature: a generator takes latent vectors
         info = mlflow.pytorch.log_model(generator, name="best-generator", serialization_format="pickle",
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "gan-study"],
@@ -137,6 +137,5 @@ def _load_registered(stores: Stores, uri: str) -> torch.nn.Module:
     import mlflow
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(stores.tracking_uri)
-    mlflow.set_registry_uri(stores.tracking_uri)
-    return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+    with fluent_mlflow(stores.tracking_uri):
+        return mlflow.pytorch.load_model(uri, map_location="cpu").eval()

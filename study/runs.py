@@ -8,12 +8,14 @@ thread took ~20 % of a CPU trial's training time, where one batch costs ~0.1 ms 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
+import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,29 @@ def git_commit() -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+@contextlib.contextmanager
+def fluent_mlflow(uri: str) -> Iterator[Any]:
+    """MLflow's fluent API (``mlflow.pytorch``) on ``uri`` for the block, then MLflow's global
+    URIs and ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` as they were: ``set_tracking_uri``
+    exports the variable, and every later CLI run and subprocess of this process would inherit
+    another study's store from it."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield mlflow
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # None unsets it
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def source_tags(command: str) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 
@@ -56,7 +58,11 @@ def test_adding_a_metric_is_one_edit(feature_norm, tmp_path):
     spec = parse_spec(raw)  # the spec accepts it as an objective a pruner can act on, with its direction
     assert [(o.metric, o.direction) for o in spec.objectives] == [("feature_norm", "minimize")]
     stores = Stores.resolve(tmp_path / "runs")
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     outcome = run_study(spec, RunOptions(stores=stores, study_name="norm", device="cpu", quiet=True, target_trials=1))
+    # Registering the best generator uses MLflow's fluent API, which exports MLFLOW_TRACKING_URI:
+    # left set, every later CLI run of this process's children would track into this study's store.
+    assert {k: os.environ.get(k) for k in before} == before
     assert outcome.complete == 1 and outcome.best["value"] == outcome.best["metrics"]["feature_norm"] > 0
     study = optuna.load_study(study_name="norm", storage=stores.optuna_storage())
     data = load(study, stores, tmp_path)
