@@ -79,19 +79,22 @@ def _register(study: optuna.Study, stores: Stores, parent_run_id: str, best: Fro
     with tempfile.TemporaryDirectory() as tmp:
         generator = _checkpoint_generator(stores, rec.mlflow_run_id, Path(tmp))
     metrics = {k: v for k, v in rec.metrics.items() if isinstance(v, (int, float))}
-    with fluent_mlflow(stores.tracking_uri), warnings.catch_warnings(), mlflow.start_run(run_id=parent_run_id):
-        warnings.simplefilter("ignore")  # no signature: a generator takes latent vectors
-        info = mlflow.pytorch.log_model(generator, name="best-generator", serialization_format="pickle",
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "gan-study"],
-                                        params={k: str(v) for k, v in rec.config.items()}, tags={Tag.BEST_TRIAL: str(best.number)})
-    with contextlib.suppress(Exception):  # another invocation created it first
-        client.create_registered_model(name, description=f"Best generators of the gan-study study {name!r}")
     tags = {Tag.BEST_TRIAL: str(best.number), Tag.STUDY_NAME: name, "gan_study.trial_run_id": rec.mlflow_run_id,
             **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
     description = (f"Generator of trial {best.number} (value {best.values}). Config:\n\n```json\n"
                    f"{json.dumps(rec.config, indent=2)}\n```")
-    version = retry(lambda: client.create_model_version(name, source=info.model_uri, run_id=rec.mlflow_run_id, tags=tags,
-                                                         description=description, model_id=info.model_id))
+    # The whole block on the fluent URI: MLflow's registry stores look a version's logged model
+    # up through the *global* tracking URI (MlflowClient()), not the client's own.
+    with fluent_mlflow(stores.tracking_uri):
+        with warnings.catch_warnings(), mlflow.start_run(run_id=parent_run_id):
+            warnings.simplefilter("ignore")  # no signature: a generator takes latent vectors
+            info = mlflow.pytorch.log_model(generator, name="best-generator", serialization_format="pickle",
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "gan-study"],
+                                            params={k: str(v) for k, v in rec.config.items()}, tags={Tag.BEST_TRIAL: str(best.number)})
+        with contextlib.suppress(Exception):  # another invocation created it first
+            client.create_registered_model(name, description=f"Best generators of the gan-study study {name!r}")
+        version = retry(lambda: client.create_model_version(name, source=info.model_uri, run_id=rec.mlflow_run_id, tags=tags,
+                                                             description=description, model_id=info.model_id))
     study.set_user_attr(StudyAttrs.REGISTERED_VERSION, int(version.version))
     return str(version.version)
 
