@@ -60,9 +60,14 @@ def effective_spec(spec: StudySpec) -> dict[str, Any]:
     return {**spec.source, "budget": {spec.budget_unit: spec.budget}, "trials": spec.trials}
 
 
+# What may change between invocations of one study: the trial count, and the claims the report
+# judges (they change no training).
+_MAY_CHANGE = ("trials", "claims")
+
+
 def spec_hash(effective: dict[str, Any]) -> str:
-    """What must match between invocations of one study: everything but ``trials``."""
-    fixed = {k: v for k, v in effective.items() if k != "trials"}
+    """What must match between invocations of one study: everything but ``trials`` and ``claims``."""
+    fixed = {k: v for k, v in effective.items() if k not in _MAY_CHANGE}
     return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -89,7 +94,7 @@ def _check_same_experiment(study: optuna.Study, spec: StudySpec, name: str) -> N
     effective = effective_spec(spec)
     if StudyAttrs.SPEC_HASH not in study.user_attrs:  # a study of an older version stored the file as read
         effective = spec.source
-    fields = _differences({k: v for k, v in stored.items() if k != "trials"}, {k: v for k, v in effective.items() if k != "trials"})
+    fields = _differences({k: v for k, v in stored.items() if k not in _MAY_CHANGE}, {k: v for k, v in effective.items() if k not in _MAY_CHANGE})
     if fields:
         shown = "; ".join(fields[:4]) + (f"; and {len(fields) - 4} more" if len(fields) > 4 else "")
         raise SpecError(
@@ -119,4 +124,11 @@ def open_study(spec: StudySpec, study_name: str, storage: BaseStorage, offset: i
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what dashboards read
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in spec.objectives])  # "fd", not "Objective 0"
+    else:
+        stored = study.user_attrs[StudyAttrs.SPEC]
+        if stored.get("claims") != spec.source.get("claims"):  # edited claims: the report judges these
+            updated = {k: v for k, v in stored.items() if k != "claims"}
+            if "claims" in spec.source:
+                updated["claims"] = spec.source["claims"]
+            study.set_user_attr(StudyAttrs.SPEC, updated)
     return study

@@ -18,6 +18,7 @@ import yaml
 from gan import TrainConfig
 from gan import metrics as gm
 
+from .claims import Claim, parse_claims, read_claims_file
 from .enqueue import parse_enqueue
 from .names import NameRuleError, check_name
 from .space import (
@@ -39,7 +40,7 @@ __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", 
 
 TOP_KEYS = (
     "name", "description", "objective", "sampler", "pruner", "trials", "budget", "evaluation",
-    "repeats", "seed", "fixed", "space", "sweep", "enqueue",
+    "repeats", "seed", "fixed", "space", "sweep", "enqueue", "claims",
 )
 
 
@@ -89,6 +90,8 @@ class StudySpec:
     """Configurations tried first (Optuna parameter values, as in ``trial.params``), in order."""
     baseline_values: dict[str, str] = field(default_factory=dict)
     """For each sweep factor whose values include the baseline: that value's label."""
+    claims: tuple[Claim, ...] = ()
+    """Observations the report judges (see :mod:`study.claims`); they do not change training."""
     source: dict[str, Any] = field(default_factory=dict)
     """The spec as read (for the record in MLflow)."""
 
@@ -158,6 +161,8 @@ def load_spec(spec: str | Path) -> StudySpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("claims"), str):  # stored inline with the study
+        raw = {**raw, "claims": read_claims_file(raw["claims"], path)}
     return parse_spec(raw, where=str(path))
 
 
@@ -253,6 +258,8 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     check_combinations(spec)
     if "enqueue" in raw:
         spec = _replace(spec, enqueue=parse_enqueue(raw["enqueue"], spec))
+    if "claims" in raw:
+        spec = _replace(spec, claims=parse_claims(raw["claims"], spec.sweep, spec.baseline_values))
     return spec
 
 
