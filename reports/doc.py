@@ -45,6 +45,17 @@ class Table:
     """Row indexes shown in italics (a floor row, say)."""
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a file of the report (a figure): a link in markdown, its text in the PDF."""
+
+    text: str
+    path: Path
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class Figure:
     path: Path
@@ -85,7 +96,8 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
                 "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
             ]
             for i, row in enumerate(b.rows):
-                cells = [_md_cell(c) for c in row]
+                cells = [f"[{_md_cell(c.text)}]({Path(os.path.relpath(c.path, base)).as_posix()})" if isinstance(c, Link) else _md_cell(c)
+                         for c in row]
                 if i in b.emphasis_rows:
                     cells = [f"*{c}*" if c else c for c in cells]
                 lines.append("| " + " | ".join(cells) + " |")

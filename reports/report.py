@@ -12,6 +12,7 @@ import optuna
 
 from . import analysis as an
 from . import figures as fg
+from .sections_claims import claims_blocks
 from .sections_search import search_blocks
 from .sections_summary import summary
 from .sections_values import value_blocks
@@ -89,6 +90,7 @@ def build(data: StudyData, figures: Path) -> list[Block]:
     blocks += best_trial(data, figures)
     blocks += diagnostics(data, figures)
     blocks += findings(data, factor_list)
+    blocks += claims_blocks(data, factor_list, figures)
     return blocks
 
 

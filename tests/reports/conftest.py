@@ -2,7 +2,7 @@
 that read reports back.
 
 ``sweep``: a one-factor sweep of 2 factors (3 points) with 2 repeats, 30 steps of batch 32 each
-(evaluations at steps 0 and 15, progress snapshots at 0, 8, 15 and 30).
+(evaluations at steps 0 and 15, progress snapshots at 0, 8, 15 and 30) and 3 claims to judge.
 ``mixed``: a 2-point grid over ``loss_bound`` where the tiny bound diverges at once (PRUNED,
 reason "diverged: ...") and the other completes, plus a FAIL trial told through Optuna's API
 on the same storage (the state a crashed worker leaves).
@@ -37,6 +37,14 @@ SWEEP = {
             "optimizer": ["adam", "rmsprop"],
         }
     },
+    "claims": [
+        {"id": "rmsprop-lower-fd", "source": "test §1", "claim": "RMSprop reaches a lower FD than Adam.", "factor": "optimizer",
+         "compare": ["rmsprop", "adam"], "quantity": "fd", "relation": "<"},
+        {"id": "d-balanced", "source": "test §2", "claim": "D's accuracy ends between 0 and 1.", "factor": "lr",
+         "compare": ["1e-4"], "quantity": "d_acc.end_mean", "relation": "≈", "value": 0.5, "tolerance": 0.5},
+        {"id": "low-lr-best", "source": "test §3", "claim": "The low learning rate is the best.", "factor": "lr",
+         "compare": ["1e-4"], "quantity": "fd", "relation": "lowest"},
+    ],
 }
 MIXED = {
     "name": "mixed",
