@@ -87,7 +87,9 @@ class TrainConfig:
     """Training length, counted in ``budget_unit``."""
     budget_unit: Literal["steps", "epochs"] = "steps"
     """``steps`` counts iterations (d_steps D updates + g_steps G updates); ``epochs`` counts
-    passes of D over the training images."""
+    loader passes as the classic reports' loops do: an epoch is ``n_train // batch_size``
+    iterations whatever the D:G ratio, so 5:1 and 5:5 train as many iterations as 1:1 (each
+    D update draws its own real batch, so D sees d_steps passes of the data per epoch)."""
     loss_bound: float | None = None
     """Stop as diverged when |g_loss| or |d_loss| exceeds this; None stops on non-finite only."""
     seed: int = 0
@@ -155,8 +157,7 @@ class TrainConfig:
         """Iterations the budget allows on a training set of ``n_train`` images."""
         if self.budget_unit == "steps":
             return int(self.budget)
-        batches = self.budget * (n_train // self.batch_size)
-        return max(1, math.ceil(batches / self.d_steps))
+        return max(1, math.ceil(self.budget * (n_train // self.batch_size)))
 
     def resolved_device(self) -> torch.device:
         """The device to train on; an error when cuda is asked for and absent."""

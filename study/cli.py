@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--study-name", help="Optuna study and MLflow experiment name (default: the spec's name); "
                        "1-100 letters, digits, '_', '.', '-', starting with a letter or digit")
         p.add_argument("--steps", type=int, help="train every trial this many steps instead of the spec's budget")
+        p.add_argument("--factors", help="a sweep spec: train the baseline and only these factors (comma-separated), "
+                       "e.g. the MLP factors of seeds on a CPU; the claims on the others are reported as not run")
         p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $GAN_STUDY_DATA or ./data)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -205,6 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["GAN_STUDY_DATA"] = args.data_dir
     spec = load_spec(args.spec)
+    if args.factors is not None:
+        spec = spec.with_factors([f.strip() for f in args.factors.split(",") if f.strip()])
     if args.steps is not None:
         spec = spec.with_budget_steps(args.steps)
     if args.trials is not None:

@@ -64,6 +64,7 @@ class SweepPoint:
     """The factor swept at this point ('baseline' for the common baseline)."""
     value: str
     overrides: dict[str, Any]
+    """Config fields this point sets; ``budget``/``budget_unit`` too where its factor has a budget."""
 
 
 def label_of(value: Any) -> Any:
@@ -211,16 +212,18 @@ def parse_sweep(raw: Any, fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[
     base_cfg = _config(baseline, "sweep.baseline")
     points = [SweepPoint("baseline", "baseline", "baseline", {})]
     baseline_values: dict[str, str] = {}
-    for factor, values in factors.items():
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"sweep.factors.{factor} must be a non-empty list of values; got {values!r}")
+    for factor, entry in factors.items():
+        where = f"sweep.factors.{factor}"
+        values, budget = _factor_entry(entry, where)
         for value in values:
             overrides = dict(value) if isinstance(value, dict) else {factor: value}
             shown = str(overrides.pop("label")) if "label" in overrides else _sweep_value_label(factor, overrides)
-            where = f"sweep.factors.{factor}"
             _fields(overrides, where)
+            overrides.update(budget)
             cfg = _config({**baseline, **overrides}, f"{where} value {label_of(value)!r}")
-            if cfg == base_cfg:  # this value is the baseline: it runs once, as the baseline point
+            # A value equal to the baseline runs once, as the baseline point; a factor with a budget
+            # of its own runs all its values, its baseline value included, at that budget.
+            if cfg == base_cfg and not budget:
                 baseline_values[factor] = shown
                 continue
             label = f"{factor}={shown}"
@@ -228,6 +231,33 @@ def parse_sweep(raw: Any, fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[
                 raise SpecError(f"{where}: value {label_of(value)!r} appears twice")
             points.append(SweepPoint(label, factor, shown, overrides))
     return baseline, tuple(points), baseline_values
+
+
+def _factor_entry(entry: Any, where: str) -> tuple[list[Any], dict[str, Any]]:
+    """A factor's values, and the budget fields of ``{values: [...], budget: {epochs: N}}``."""
+    budget: dict[str, Any] = {}
+    if isinstance(entry, dict):
+        unknown = set(entry) - {"values", "budget"}
+        if unknown or "values" not in entry:
+            raise SpecError(f"{where} must be a list of values or {{values: [...], budget: {{epochs: N}}}}; got keys {sorted(entry)}")
+        if "budget" in entry:
+            amount, unit = parse_budget(entry["budget"], f"{where}.budget")
+            budget = {"budget": amount, "budget_unit": unit}
+        entry = entry["values"]
+    if not isinstance(entry, list) or not entry:
+        raise SpecError(f"{where} must be a non-empty list of values; got {entry!r}")
+    return entry, budget
+
+
+def parse_budget(value: Any, where: str = "budget") -> tuple[float, str]:
+    """``{steps: N}`` or ``{epochs: N}`` as (amount, unit)."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("steps", "epochs"):
+        raise SpecError(f"{where} must be {{steps: N}} or {{epochs: N}}; got {where}={value!r}")
+    unit, amount = next(iter(value.items()))
+    ok = isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0
+    if not ok or (unit == "steps" and not isinstance(amount, int)):
+        raise SpecError(f"{where}.{unit} must be a {'whole ' if unit == 'steps' else ''}number > 0; got {amount!r}")
+    return amount, unit
 
 
 def _sweep_value_label(factor: str, overrides: dict[str, Any]) -> str:

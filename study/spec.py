@@ -30,6 +30,7 @@ from .space import (
     check_combinations,
     label_of,
     parse_space,
+    parse_budget,
     parse_sweep,
 )
 
@@ -40,7 +41,7 @@ __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", 
 
 TOP_KEYS = (
     "name", "description", "objective", "sampler", "pruner", "trials", "budget", "evaluation",
-    "repeats", "seed", "fixed", "space", "sweep", "enqueue", "claims",
+    "repeats", "seed", "fixed", "space", "sweep", "enqueue", "claims", "only_factors",
 )
 
 
@@ -114,14 +115,22 @@ class StudySpec:
 
     def config_for(self, overrides: dict[str, Any], seed: int, device: str = "auto") -> TrainConfig:
         return TrainConfig.from_dict(
-            {**self.fixed, **overrides, "budget": self.budget, "budget_unit": self.budget_unit, "seed": seed, "device": device}
+            # A sweep factor's own budget (in its points' overrides) wins over the spec's.
+            {**self.fixed, "budget": self.budget, "budget_unit": self.budget_unit, **overrides, "seed": seed, "device": device}
         )
 
     def with_budget_steps(self, steps: int) -> StudySpec:
         """The same study with every trial trained ``steps`` steps (CLI ``--steps``)."""
         if not isinstance(steps, int) or steps < 1:
             raise SpecError(f"--steps must be an int >= 1, got {steps!r}")
-        return _replace(self, budget=steps, budget_unit="steps")
+        sweep = tuple(dataclasses.replace(p, overrides={k: v for k, v in p.overrides.items() if k not in ("budget", "budget_unit")})
+                      for p in self.sweep)
+        return _replace(self, budget=steps, budget_unit="steps", sweep=sweep, source=_without_factor_budgets(self.source))
+
+    def with_factors(self, names: list[str]) -> StudySpec:
+        """The study run on the baseline and these sweep factors only (CLI ``--factors``); the
+        other factors' points are not trained, and their claims are reported as not run."""
+        return parse_spec({**self.source, "only_factors": list(names)})
 
     def with_trials(self, trials: int) -> StudySpec:
         if not isinstance(trials, int) or trials < 1:
@@ -184,7 +193,7 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS,
                                  {"warmup_evals": StudySpec.pruner_warmup_evals, "startup_trials": StudySpec.pruner_startup_trials})
     _only_for(raw, "pruner", "startup_trials", pruner, ("median",))
-    budget, unit = _budget(raw.get("budget", {"steps": 1000}))
+    budget, unit = parse_budget(raw.get("budget", {"steps": 1000}))
     evaluation = _mapping(raw.get("evaluation", {}), "evaluation", {"every": 500, "samples": 2000, "final_samples": 10000})
     for key, value in evaluation.items():
         _positive_int(f"evaluation.{key}", value)
@@ -260,7 +269,23 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         spec = _replace(spec, enqueue=parse_enqueue(raw["enqueue"], spec))
     if "claims" in raw:
         spec = _replace(spec, claims=parse_claims(raw["claims"], spec.sweep, spec.baseline_values))
+    if "only_factors" in raw:  # after the claims: a claim on a factor left out is reported as not run
+        spec = _only_factors(spec, raw["only_factors"])
     return spec
+
+
+def _only_factors(spec: StudySpec, names: Any) -> StudySpec:
+    """The sweep cut to the baseline and the points of ``names`` (CLI ``--factors``)."""
+    if not spec.sweep:
+        raise SpecError("only_factors (--factors) selects factors of a sweep, and this spec has no sweep")
+    factors = list(dict.fromkeys(p.factor for p in spec.sweep if p.factor != "baseline"))
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise SpecError(f"only_factors must be a non-empty list of factor names; got {names!r}")
+    unknown = [n for n in names if n not in factors]
+    if unknown:
+        raise SpecError(f"only_factors: {unknown[0]!r} is not a factor of the sweep; factors: {', '.join(factors)}")
+    sweep = tuple(p for p in spec.sweep if p.factor == "baseline" or p.factor in names)
+    return _replace(spec, sweep=sweep, trials=min(spec.trials, len(sweep)))
 
 
 def _positive_int(key: str, value: Any) -> None:
@@ -312,11 +337,10 @@ def _objectives(value: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _budget(value: Any) -> tuple[float, str]:
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("steps", "epochs"):
-        raise SpecError(f"budget must be {{steps: N}} or {{epochs: N}}; got budget={value!r}")
-    unit, amount = next(iter(value.items()))
-    ok = isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0
-    if not ok or (unit == "steps" and not isinstance(amount, int)):
-        raise SpecError(f"budget.{unit} must be a {'whole ' if unit == 'steps' else ''}number > 0; got {amount!r}")
-    return amount, unit
+def _without_factor_budgets(raw: dict[str, Any]) -> dict[str, Any]:
+    """The spec's text with each sweep factor's own budget dropped (``--steps`` sets every budget)."""
+    factors = (raw.get("sweep") or {}).get("factors")
+    if not isinstance(factors, dict):
+        return raw
+    plain = {k: v["values"] if isinstance(v, dict) else v for k, v in factors.items()}
+    return {**raw, "sweep": {**raw["sweep"], "factors": plain}}

@@ -42,7 +42,9 @@ def test_dict_round_trip_and_unknown_keys():
         TrainConfig.from_dict({"lr": 1e-3})
 
 
-def test_budget_in_epochs_counts_real_batches_per_d_step():
+def test_an_epoch_is_one_loader_pass_of_iterations_whatever_the_step_ratio():
     assert TrainConfig(budget=2, budget_unit="epochs", batch_size=100).total_steps(60000) == 1200
-    assert TrainConfig(budget=1, budget_unit="epochs", batch_size=100, d_steps=5).total_steps(60000) == 120
+    # The reports' loops run k D and m G updates per loader batch: 5:1 and 5:5 get 1:1's iterations.
+    assert TrainConfig(budget=1, budget_unit="epochs", batch_size=100, d_steps=5).total_steps(60000) == 600
+    assert TrainConfig(budget=0.5, budget_unit="epochs", batch_size=256, d_steps=5, g_steps=5).total_steps(60000) == 117
     assert TrainConfig(budget=300).total_steps(60000) == 300

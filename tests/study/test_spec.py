@@ -30,6 +30,48 @@ def test_sweep_points_vary_one_factor_from_the_baseline():
     assert (cfg.d_steps, cfg.g_steps, cfg.optimizer, cfg.batch_size) == (5, 1, "adam", 256)
 
 
+def test_a_factor_with_its_own_budget_runs_every_value_at_that_budget():
+    spec = load_spec("seeds")
+    sizes = {p.value: spec.config_for(p.overrides, seed=0) for p in spec.sweep if p.factor == "batch_size"}
+    assert set(sizes) == {"128", "256", "512"}  # 256 is the baseline's size, yet runs here at 10 epochs
+    assert {(c.budget, c.budget_unit) for c in sizes.values()} == {(10, "epochs")}
+    assert (spec.budget, spec.budget_unit) == (100, "epochs")
+    lr = next(p for p in spec.sweep if p.factor == "lr")
+    assert spec.config_for(lr.overrides, seed=0).budget == 100
+    # --steps trains every trial, a factor's own budget included, for that many steps.
+    short = spec.with_budget_steps(50)
+    assert {(spec_cfg.budget, spec_cfg.budget_unit) for spec_cfg in (short.config_for(p.overrides, seed=0) for p in short.sweep)} == {(50, "steps")}
+    assert short.source["sweep"]["factors"]["batch_size"] == [128, 256, 512]
+
+
+@pytest.mark.parametrize(
+    "factor, message",
+    [
+        ({"values": [128], "budget": {"minutes": 3}}, r"sweep.factors.batch_size.budget must be \{steps: N\} or \{epochs: N\}"),
+        ({"values": [128], "budget": {"steps": 0}}, r"sweep.factors.batch_size.budget.steps must be a whole number > 0"),
+        ({"values": [128], "repeats": 2}, r"sweep.factors.batch_size must be a list of values or \{values: .*got keys \['repeats', 'values'\]"),
+        ({"budget": {"epochs": 1}}, r"sweep.factors.batch_size must be a list of values or \{values"),
+    ],
+)
+def test_a_bad_factor_budget_names_the_factor(factor, message):
+    raw = {"name": "t", "sampler": "grid", "sweep": {"factors": {"batch_size": factor}}}
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw)
+
+
+def test_only_some_factors_run_and_the_claims_on_the_others_are_kept():
+    spec = load_spec("seeds")
+    cpu = spec.with_factors(["lr", "batch_size"])
+    assert {p.factor for p in cpu.sweep} == {"baseline", "lr", "batch_size"}
+    assert cpu.trials == len(cpu.sweep) == cpu.grid_size()
+    assert cpu.claims == spec.claims  # judged as not run in the report, never dropped
+    assert cpu.source["only_factors"] == ["lr", "batch_size"]
+    with pytest.raises(SpecError, match=r"only_factors: 'lrr' is not a factor of the sweep; factors: lr, beta1"):
+        spec.with_factors(["lrr"])
+    with pytest.raises(SpecError, match="this spec has no sweep"):
+        load_spec("quick").with_factors(["lr"])
+
+
 def test_scientific_notation_reads_as_numbers(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nfixed: {lr_g: 2e-4}\nspace: {lr_d: {low: 1e-5, high: 1e-3, log: true}}\n")
