@@ -213,9 +213,19 @@ def test_dashboard_serves_the_study_over_its_rest_api(tmp_path):
                 time.sleep(0.5)
         assert body is not None, "the dashboard did not answer"
         assert [s["study_name"] for s in body["study_summaries"]] == ["dash"]
+        # SIGTERM while a request is in flight (a POST whose body has not all arrived) still stops
+        # it: wsgiref swallowed the KeyboardInterrupt raised inside a request and served on.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /api/studies HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 100\r\n\r\n{")
+            time.sleep(2)
+            os.killpg(proc.pid, 15)
+            time.sleep(1)
+        assert proc.wait(timeout=60) == 0, proc.stdout.read()
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
     assert f"Optuna dashboard on http://127.0.0.1:{port}" in proc.stdout.read()
 
 
