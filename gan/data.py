@@ -1,7 +1,8 @@
 """MNIST held as one uint8 tensor on the training device; batches are drawn by index.
 
-No DataLoader and no per-sample transforms: a batch is ``images[idx]`` scaled to [-1, 1] on
-the fly, which keeps the data on the GPU and the training loop free of host work.
+No DataLoader and no per-sample transforms: a batch is ``images[idx]`` scaled on the fly (to
+[-1, 1], or to the range ``TrainConfig.data_scaling`` names, in the same two in-place ops),
+which keeps the data on the GPU, a quarter of float32's size, and the loop free of host work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from .errors import DataError
 
 DATA_ENV = "GAN_STUDY_DATA"
 DEFAULT_DATA_DIR = "./data"
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training pixels in [0, 1], as torchvision's examples use
+# The value D sees for a uint8 pixel u is u / divisor - offset, per TrainConfig.data_scaling.
+SCALINGS: dict[str, tuple[float, float]] = {
+    "signed": (127.5, 1.0),  # [-1, 1]: every metric's convention
+    "unit": (255.0, 0.0),  # [0, 1]
+    "standardized": (255.0 * MNIST_STD, MNIST_MEAN / MNIST_STD),  # (u / 255 - mean) / std
+}
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -55,9 +63,18 @@ class MNIST:
         return MNIST(self.images.to(device), self.labels.to(device))
 
 
-def scale(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float32 (B, 1, 28, 28) in [-1, 1]."""
-    return images_u8.unsqueeze(1).float().div_(127.5).sub_(1.0)
+def scale(images_u8: torch.Tensor, scaling: str = "signed") -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float32 (B, 1, 28, 28) in ``scaling``'s range ([-1, 1] by default)."""
+    divisor, offset = SCALINGS[scaling]
+    return images_u8.unsqueeze(1).float().div_(divisor).sub_(offset)
+
+
+def to_signed(images: torch.Tensor, scaling: str) -> torch.Tensor:
+    """Images in ``scaling``'s range -> [-1, 1], the pixels beyond black and white clamped."""
+    if scaling == "signed":
+        return images
+    divisor, offset = SCALINGS[scaling]
+    return ((images + offset) * (divisor / 127.5) - 1.0).clamp(-1.0, 1.0)
 
 
 def load_mnist(

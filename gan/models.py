@@ -1,7 +1,8 @@
 """MLP and DCGAN generators and discriminators, with every knob the studies vary.
 
-Generators map z (B, latent_dim) to images (B, 1, 28, 28) in [-1, 1]. Discriminators map
-images to one raw score per image (B,): a logit for the BCE losses, a critic value otherwise.
+Generators map z (B, latent_dim) to images (B, 1, 28, 28): ``raw`` in the training data's range
+(``TrainConfig.data_scaling``), ``forward`` in [-1, 1]. Discriminators map images in the data's
+range to one raw score per image (B,): a logit for the BCE losses, a critic value otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .config import TrainConfig
+from .data import to_signed
 
 IMAGE_PIXELS = 28 * 28
 
@@ -59,25 +61,72 @@ class Dropout(nn.Dropout):
         return x * (uniform16 < kept - 32768).to(x.dtype).mul_(65536 / kept)
 
 
-def _act() -> nn.Module:
-    return nn.LeakyReLU(0.2, inplace=True)
+def _act(slope: float) -> nn.Module:
+    # In place saves a copy per layer; PyTorch's in-place backward needs a positive slope.
+    return nn.LeakyReLU(slope, inplace=slope > 0)
 
 
-class MLPGenerator(nn.Module):
+def draw_noise(kind: str, n: int, dim: int, *, generator: torch.Generator, device=None) -> torch.Tensor:
+    """``n`` latent vectors from ``TrainConfig.noise``'s distribution: normal, or uniform on [0, 1)."""
+    draw = torch.rand if kind == "uniform" else torch.randn
+    return draw(n, dim, generator=generator, device=device)
+
+
+def _g_output(cfg: TrainConfig) -> list[nn.Module]:
+    """G's output activation, after a LeakyReLU where ``g_output_leaky`` asks for one."""
+    act = nn.Sigmoid() if cfg.g_output == "sigmoid" else nn.Tanh()
+    return [_act(cfg.g_slope), act] if cfg.g_output_leaky else [act]
+
+
+def _d_dropout(cfg: TrainConfig, layer: int) -> list[nn.Module]:
+    return [Dropout(cfg.d_dropout)] if cfg.d_dropout_after(layer) else []
+
+
+def _d_output(cfg: TrainConfig, width: int) -> list[nn.Module]:
+    """D's output layer: one unit, a LeakyReLU where ``d_output_leaky`` asks, then any dropout."""
+    leaky = [_act(cfg.d_slope)] if cfg.d_output_leaky else []
+    return [nn.Linear(width, 1), *leaky, *_d_dropout(cfg, cfg.d_layers)]
+
+
+class Generator(nn.Module):
+    """What both generators share: the noise they take and the range they draw in.
+
+    Training shows D ``raw`` images, in the data's range. ``forward`` maps them to [-1, 1]: the
+    one place that does, so sampling, metrics, plots, evaluation callbacks and loaded
+    checkpoints see every preset's images alike.
+    """
+
+    # Class-level defaults: a generator pickled before these knobs existed (an MLflow registry
+    # model) unpickles without them and still samples as it was trained.
+    noise, data_scaling = "normal", "signed"
+
     def __init__(self, cfg: TrainConfig):
         super().__init__()
+        self.noise, self.data_scaling = cfg.noise, cfg.data_scaling
+
+    def raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, 28, 28) in the data's range: what D is shown."""
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return to_signed(self.raw(z), self.data_scaling)
+
+
+class MLPGenerator(Generator):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
         layers: list[nn.Module] = []
         width = cfg.latent_dim
         for hidden in cfg.g_hidden:
             layers.append(nn.Linear(width, hidden))
             if cfg.g_batchnorm:
                 layers.append(nn.BatchNorm1d(hidden))
-            layers.append(_act())
+            layers.append(_act(cfg.g_slope))
             width = hidden
-        layers += [nn.Linear(width, IMAGE_PIXELS), nn.Tanh()]
+        layers += [nn.Linear(width, IMAGE_PIXELS), *_g_output(cfg)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def raw(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(-1, 1, 28, 28)
 
 
@@ -86,50 +135,57 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         width = IMAGE_PIXELS
-        for hidden in cfg.d_hidden:
-            layers += [nn.Linear(width, hidden), _act(), Dropout(cfg.d_dropout)]
+        for layer, hidden in enumerate(cfg.d_hidden, 1):
+            layers += [nn.Linear(width, hidden), _act(cfg.d_slope), *_d_dropout(cfg, layer)]
             width = hidden
-        layers.append(nn.Linear(width, 1))
+        layers += _d_output(cfg, width)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)
 
 
-class DCGANGenerator(nn.Module):
-    """Dense to C x 7 x 7, then two stride-2 transposed convs to 28 x 28, tanh."""
+class DCGANGenerator(Generator):
+    """Dense to C x S x S (S = g_stem), stride-2 transposed convs up to 28 x 28, the output activation.
+
+    S = 7: two transposed convs, the second outputs the image. S = 14: one, to 28 x 28, then a
+    7x7 conv with one filter outputs it.
+    """
+
+    stem, slope = 7, 0.2  # defaults for generators pickled before g_stem and g_slope (see Generator)
 
     def __init__(self, cfg: TrainConfig, attention: bool):
-        super().__init__()
+        super().__init__(cfg)
         c, half = cfg.g_channels, max(1, cfg.g_channels // 2)
-        self.channels = c
-        self.project = nn.Linear(cfg.latent_dim, c * 7 * 7)
+        self.channels, self.stem, self.slope = c, cfg.g_stem, cfg.g_slope
+        self.project = nn.Linear(cfg.latent_dim, c * self.stem**2)
         layers: list[nn.Module] = [nn.ConvTranspose2d(c, half, 4, 2, 1)]
         if cfg.g_batchnorm:
             layers.append(nn.BatchNorm2d(half))
-        layers.append(_act())
-        if attention:  # before the last conv layer, on 14 x 14 maps
+        layers.append(_act(cfg.g_slope))
+        if attention:  # before the last conv layer, on 14 x 14 maps (28 x 28 from a 14 x 14 stem)
             layers.append(SelfAttention(half))
-        layers += [nn.ConvTranspose2d(half, 1, 4, 2, 1), nn.Tanh()]
-        self.head_norm = nn.BatchNorm1d(c * 7 * 7) if cfg.g_batchnorm else nn.Identity()
+        last = nn.ConvTranspose2d(half, 1, 4, 2, 1) if self.stem == 7 else nn.Conv2d(half, 1, 7, padding=3)
+        layers += [last, *_g_output(cfg)]
+        self.head_norm = nn.BatchNorm1d(c * self.stem**2) if cfg.g_batchnorm else nn.Identity()
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.head_norm(self.project(z)), 0.2)
-        return self.net(h.view(-1, self.channels, 7, 7))
+    def raw(self, z: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.head_norm(self.project(z)), self.slope)
+        return self.net(h.view(-1, self.channels, self.stem, self.stem))
 
 
 class DCGANDiscriminator(nn.Module):
-    """Two 3x3 stride-2 convs, LeakyReLU 0.2 and dropout, a linear head."""
+    """Two 3x3 stride-2 convs with LeakyReLU and (by default) dropout, a linear head."""
 
     def __init__(self, cfg: TrainConfig, attention: bool):
         super().__init__()
         c1, c2 = cfg.d_channels
-        layers: list[nn.Module] = [nn.Conv2d(1, c1, 3, 2, 1), _act(), Dropout(cfg.d_dropout)]
+        layers: list[nn.Module] = [nn.Conv2d(1, c1, 3, 2, 1), _act(cfg.d_slope), *_d_dropout(cfg, 1)]
         if attention:  # before the last conv layer, on 14 x 14 maps
             layers.append(SelfAttention(c1))
-        layers += [nn.Conv2d(c1, c2, 3, 2, 1), _act(), Dropout(cfg.d_dropout), nn.Flatten()]
-        layers.append(nn.Linear(c2 * 7 * 7, 1))
+        layers += [nn.Conv2d(c1, c2, 3, 2, 1), _act(cfg.d_slope), *_d_dropout(cfg, 2), nn.Flatten()]
+        layers += _d_output(cfg, c2 * 7 * 7)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

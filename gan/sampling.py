@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .models import draw_noise
+
 
 def _latent_dim(generator: nn.Module) -> int:
     first = next(m for m in generator.modules() if isinstance(m, nn.Linear))
@@ -17,14 +19,14 @@ def _device(generator: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def generate(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 2000) -> torch.Tensor:
-    """``n`` images (n, 1, 28, 28) in [-1, 1] on the CPU, from noise seeded by ``seed``."""
+    """``n`` images (n, 1, 28, 28) in [-1, 1] on the CPU, from G's noise seeded by ``seed``."""
     device, latent = _device(generator), _latent_dim(generator)
     rng = torch.Generator().manual_seed(seed)
     was_training = generator.training
     generator.eval()
     chunks = []
     for start in range(0, n, batch_size):
-        z = torch.randn(min(batch_size, n - start), latent, generator=rng)
+        z = draw_noise(generator.noise, min(batch_size, n - start), latent, generator=rng)
         chunks.append(generator(z.to(device)).float().cpu())
     generator.train(was_training)
     return torch.cat(chunks)
@@ -51,7 +53,7 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10) -> torch.Te
 def interpolation_rows(generator: nn.Module, rows: int = 5, steps: int = 10, *, seed: int = 0) -> torch.Tensor:
     """``rows`` interpolations between random latent pairs: images (rows * steps, 1, 28, 28)."""
     rng = torch.Generator().manual_seed(seed)
-    ends = torch.randn(rows, 2, _latent_dim(generator), generator=rng)
+    ends = draw_noise(generator.noise, rows * 2, _latent_dim(generator), generator=rng).view(rows, 2, -1)
     z = torch.cat([interpolate(a, b, steps) for a, b in ends])
     return decode(generator, z)
 
@@ -67,5 +69,5 @@ def arithmetic_rows(generator: nn.Module, rows: int = 4, *, seed: int = 0) -> to
     """``rows`` of :func:`latent_arithmetic` on random latent pairs: images (rows * 4, 1, 28, 28),
     each row x1, x2, x1 - x2, x1 + x2."""
     rng = torch.Generator().manual_seed(seed)
-    ends = torch.randn(rows, 2, _latent_dim(generator), generator=rng)
+    ends = draw_noise(generator.noise, rows * 2, _latent_dim(generator), generator=rng).view(rows, 2, -1)
     return torch.cat([torch.stack(list(latent_arithmetic(generator, a, b).values())) for a, b in ends])

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import MNIST
+from .data import MNIST, SCALINGS
 from .errors import ConfigError, DivergenceError
 from .losses import d_loss, d_output_mean, g_loss, gradient_penalty, realness
-from .models import build_models
+from .models import build_models, draw_noise
 
 RECORD_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean")
 FIXED_NOISE = 64  # images in every evaluation grid
@@ -96,22 +96,24 @@ def train(
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got eval_every={eval_every}")
     device = cfg.resolved_device()
-    if len(data) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(data)} training images")
+    B, latent = cfg.real_batch, cfg.latent_dim  # real images per D update, and as many fakes
+    if len(data) < B:
+        raise ConfigError(f"batch_size={cfg.batch_size} takes {B} real images, more than the {len(data)} training images")
     data = data.to(device)
-    n_batches = len(data) // cfg.batch_size
+    n_batches = len(data) // B
     total = cfg.total_steps(len(data))
-    B, latent = cfg.batch_size, cfg.latent_dim
 
     torch.manual_seed(cfg.seed)  # weights and dropout masks
     G, D = build_models(cfg)
     G.to(device).train()
     D.to(device).train()
     rng = torch.Generator(device=device).manual_seed(cfg.seed)  # noise and batch order
-    fixed_noise = torch.randn(FIXED_NOISE, latent, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    fixed_noise = draw_noise(cfg.noise, FIXED_NOISE, latent, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
     opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
-    G_run, D_run = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
+    # D is shown G's images in the data's range (G.raw); callbacks get G itself, whose forward
+    # maps them to [-1, 1] for scoring.
+    G_run, D_run = (torch.compile(G.raw), torch.compile(D)) if cfg.compile else (G.raw, D)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
@@ -119,6 +121,7 @@ def train(
     # copied into its second half, so no torch.cat of both is built per step.
     pair = torch.empty(2 * B, 1, *data.images.shape[1:], device=device)
     real, fake_slot = pair[:B], pair[B:]
+    divisor, offset = SCALINGS[cfg.data_scaling]
     order = torch.empty(0, dtype=torch.long, device=device)
     cursor = n_batches  # forces a fresh permutation on the first batch
 
@@ -128,13 +131,13 @@ def train(
             order, cursor = torch.randperm(len(data), generator=rng, device=device), 0
         idx = order[cursor * B : (cursor + 1) * B]
         cursor += 1
-        # data.batch(idx), bit for bit, written in place: index_select is much faster than
-        # images[idx] on the CPU.
+        # scale(data.images[idx], cfg.data_scaling), bit for bit, written in place:
+        # index_select is much faster than images[idx] on the CPU.
         rows = data.images.index_select(0, idx).unsqueeze(1)
-        return real.copy_(rows).div_(127.5).sub_(1.0)
+        return real.copy_(rows).div_(divisor).sub_(offset)
 
     def noise() -> torch.Tensor:
-        return torch.randn(B, latent, generator=rng, device=device)
+        return draw_noise(cfg.noise, B, latent, generator=rng, device=device)
 
     # Per step only references are kept (no extra kernels); the records are computed for a
     # whole block at once when it reaches the host.
