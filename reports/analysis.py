@@ -65,7 +65,10 @@ def sweep_factors(data: StudyData) -> list[Factor]:
                 order.append(v)
         base_label = data.baseline_values.get(name, "baseline")
         levels = [Level(v, by_value[v]) for v in order if v in by_value]
-        if baseline:
+        # A factor with its own baseline (budget, or a setting all its values share) is compared
+        # within itself: the common baseline differs from it in more than this factor.
+        own = data.spec is not None and any(p.own_baseline for p in data.spec.sweep if p.factor == name)
+        if baseline and not own:
             levels.append(Level(base_label, baseline, baseline=True))
         levels = _sorted_levels(levels)
         if levels:
@@ -290,7 +293,8 @@ def _sentences(f: Factor, metric: str, pick: str | None, ests: dict[str, Estimat
         tail = f" over {e.n} runs" if e.n > 1 else " (one run)"
         out.append(f"{f.name}: {best.label} has the {word} mean {metric}, {fmt_estimate(e)}{tail}.")
     if base is None:
-        out.append(f"{f.name}: no complete baseline trial, so no value is compared with it.")
+        out.append(f"{f.name}: no baseline level (the factor has a baseline of its own, or the baseline trial is not "
+                   "complete), so its values are compared with each other only.")
         return out
     b = ests[base.label]
     verdicts = {lv.label: compare(ests[lv.label], b) for lv in f.levels if lv is not base}

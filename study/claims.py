@@ -111,6 +111,7 @@ def parse_claims(raw: Any, sweep: tuple[SweepPoint, ...], baseline_values: dict[
         raise SpecError("claims must be a non-empty list of mappings (id, source, claim, factor, compare, quantity, relation), "
                         "or the name of a YAML file holding one")
     levels: dict[str, list[str]] = {}
+    own = {p.factor for p in sweep if p.own_baseline}
     for p in sweep:
         if p.factor != "baseline":
             levels.setdefault(p.factor, []).append(p.value)
@@ -118,7 +119,7 @@ def parse_claims(raw: Any, sweep: tuple[SweepPoint, ...], baseline_values: dict[
     seen: set[str] = set()
     for i, entry in enumerate(raw):
         where = f"claims[{i}]" + (f" ({entry['id']})" if isinstance(entry.get("id"), str) else "")
-        claim = _parse_one(entry, where, levels, baseline_values)
+        claim = _parse_one(entry, where, levels, baseline_values, own)
         if claim.id in seen:
             raise SpecError(f"{where}: id {claim.id!r} is used twice: give each claim its own id")
         seen.add(claim.id)
@@ -126,7 +127,8 @@ def parse_claims(raw: Any, sweep: tuple[SweepPoint, ...], baseline_values: dict[
     return tuple(out)
 
 
-def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], baseline_values: dict[str, str]) -> Claim:
+def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], baseline_values: dict[str, str],
+               own: set[str]) -> Claim:
     unknown = sorted(set(entry) - set(_KEYS))
     if unknown:
         raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(_KEYS)}")
@@ -138,7 +140,8 @@ def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], 
     factor = entry["factor"]
     if factor not in levels:
         raise SpecError(f"{where}: factor {factor!r} is not a factor of the sweep; factors: {', '.join(levels)}")
-    known = list(levels[factor]) + ["baseline"] + ([baseline_values[factor]] if factor in baseline_values else [])
+    # A factor with a baseline of its own is compared within itself: the common baseline is no level of it.
+    known = list(levels[factor]) + ([] if factor in own else ["baseline"]) + ([baseline_values[factor]] if factor in baseline_values else [])
     compare = entry.get("compare")
     if isinstance(compare, (str, int, float)) and not isinstance(compare, bool):
         compare = [compare]

@@ -3,6 +3,7 @@ that every value is valid (against ``TrainConfig``'s own rules) before anything 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import types
@@ -65,6 +66,9 @@ class SweepPoint:
     value: str
     overrides: dict[str, Any]
     """Config fields this point sets; ``budget``/``budget_unit`` too where its factor has a budget."""
+    own_baseline: bool = False
+    """Its factor is compared within itself, not with the common baseline: the factor has a budget
+    of its own, or all its values share a setting the baseline lacks (self-attention on a DCGAN)."""
 
 
 def label_of(value: Any) -> Any:
@@ -215,10 +219,12 @@ def parse_sweep(raw: Any, fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[
     for factor, entry in factors.items():
         where = f"sweep.factors.{factor}"
         values, budget = _factor_entry(entry, where)
+        first, settings = len(points), []
         for value in values:
             overrides = dict(value) if isinstance(value, dict) else {factor: value}
             shown = str(overrides.pop("label")) if "label" in overrides else _sweep_value_label(factor, overrides)
             _fields(overrides, where)
+            settings.append(dict(overrides))
             overrides.update(budget)
             cfg = _config({**baseline, **overrides}, f"{where} value {label_of(value)!r}")
             # A value equal to the baseline runs once, as the baseline point; a factor with a budget
@@ -230,7 +236,17 @@ def parse_sweep(raw: Any, fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[
             if any(p.label == label for p in points):
                 raise SpecError(f"{where}: value {label_of(value)!r} appears twice")
             points.append(SweepPoint(label, factor, shown, overrides))
+        if budget or _share_a_setting(settings, base_cfg):
+            points[first:] = [dataclasses.replace(p, own_baseline=True) for p in points[first:]]
     return baseline, tuple(points), baseline_values
+
+
+def _share_a_setting(overrides: list[dict[str, Any]], base: TrainConfig) -> bool:
+    """Whether a factor's values (two or more) all set one field to one value the baseline lacks."""
+    if len(overrides) < 2:
+        return False
+    shared = {k: v for k, v in overrides[0].items() if all(k in o and o[k] == v for o in overrides)}
+    return any(TrainConfig.from_dict({**base.to_dict(), k: v}) != base for k, v in shared.items())
 
 
 def _factor_entry(entry: Any, where: str) -> tuple[list[Any], dict[str, Any]]:

@@ -107,3 +107,19 @@ def test_curve_statistics_measure_what_they_name():
     diverged = {"a": {"g_loss": [np.full(len(STEPS), np.nan)] * 2}}
     data, factors = _study({"a": [1.0, 1.0]}, diverged)
     assert measure_runs(data, factors[0].levels[0].trials, _claim(">", quantity="g_loss.explodes")) == [1.0, 1.0]
+
+
+def test_a_factor_with_a_baseline_of_its_own_is_compared_without_the_common_baseline():
+    from dataclasses import replace
+
+    from reports.analysis import sweep_factors
+    from study.spec import load_spec
+
+    spec = load_spec("seeds")
+    points = [("baseline", "baseline"), ("self_attention", "off"), ("self_attention", "on"), ("lr", "2e-5")]
+    trials = [replace(_trial(i, [{"fd": 1.0}]), sweep={"factor": f, "value": v}) for i, (f, v) in enumerate(points)]
+    data = replace(_data({}), spec=spec, trials=trials, baseline_values=dict(spec.baseline_values))
+    levels = {f.name: [(lv.label, lv.baseline) for lv in f.levels] for f in sweep_factors(data)}
+    # The DCGAN's attention levels are not compared with the MLP baseline; lr's are.
+    assert levels["self_attention"] == [("off", False), ("on", False)]
+    assert (spec.baseline_values["lr"], True) in levels["lr"]

@@ -59,6 +59,18 @@ def test_a_bad_factor_budget_names_the_factor(factor, message):
         parse_spec(raw)
 
 
+def test_a_factor_with_a_baseline_of_its_own_is_compared_within_itself():
+    spec = load_spec("seeds")
+    own = {p.factor for p in spec.sweep if p.own_baseline}
+    # A budget of its own (batch_size), or a setting all values share (arch: dcgan); steps_ratio's
+    # 5:1 and 5:5 share d_steps=5 but its 1:1 is the baseline, so it is compared with the baseline.
+    assert own == {"batch_size", "self_attention", "dcgan_label_flip"}
+    claim = {"id": "x", "source": "s", "claim": "c", "factor": "self_attention", "compare": ["on", "baseline"],
+             "quantity": "fd", "relation": "<"}
+    with pytest.raises(SpecError, match=r"claims\[0\] \(x\): self_attention.*'baseline'"):
+        parse_spec({**spec.source, "claims": [claim]})
+
+
 def test_only_some_factors_run_and_the_claims_on_the_others_are_kept():
     spec = load_spec("seeds")
     cpu = spec.with_factors(["lr", "batch_size"])
