@@ -123,9 +123,10 @@ class StudySpec:
         """The same study with every trial trained ``steps`` steps (CLI ``--steps``)."""
         if not isinstance(steps, int) or steps < 1:
             raise SpecError(f"--steps must be an int >= 1, got {steps!r}")
-        sweep = tuple(dataclasses.replace(p, overrides={k: v for k, v in p.overrides.items() if k not in ("budget", "budget_unit")})
-                      for p in self.sweep)
-        return _replace(self, budget=steps, budget_unit="steps", sweep=sweep, source=_without_factor_budgets(self.source))
+        # A factor's own budget becomes the same steps: it keeps its identity (compared within itself).
+        sweep = tuple(dataclasses.replace(p, overrides={**p.overrides, "budget": steps, "budget_unit": "steps"})
+                      if "budget" in p.overrides else p for p in self.sweep)
+        return _replace(self, budget=steps, budget_unit="steps", sweep=sweep, source=_factor_budgets_in_steps(self.source, steps))
 
     def with_factors(self, names: list[str]) -> StudySpec:
         """The study run on the baseline and these sweep factors only (CLI ``--factors``); the
@@ -337,10 +338,10 @@ def _objectives(value: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _without_factor_budgets(raw: dict[str, Any]) -> dict[str, Any]:
-    """The spec's text with each sweep factor's own budget dropped (``--steps`` sets every budget)."""
+def _factor_budgets_in_steps(raw: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The spec's text with each sweep factor's own budget set to ``steps`` (``--steps`` sets every budget)."""
     factors = (raw.get("sweep") or {}).get("factors")
     if not isinstance(factors, dict):
         return raw
-    plain = {k: v["values"] if isinstance(v, dict) else v for k, v in factors.items()}
-    return {**raw, "sweep": {**raw["sweep"], "factors": plain}}
+    budgets = {k: {**v, "budget": {"steps": steps}} if isinstance(v, dict) and "budget" in v else v for k, v in factors.items()}
+    return {**raw, "sweep": {**raw["sweep"], "factors": budgets}}

@@ -41,7 +41,9 @@ def test_a_factor_with_its_own_budget_runs_every_value_at_that_budget():
     # --steps trains every trial, a factor's own budget included, for that many steps.
     short = spec.with_budget_steps(50)
     assert {(spec_cfg.budget, spec_cfg.budget_unit) for spec_cfg in (short.config_for(p.overrides, seed=0) for p in short.sweep)} == {(50, "steps")}
-    assert short.source["sweep"]["factors"]["batch_size"] == [128, 256, 512]
+    assert short.source["sweep"]["factors"]["batch_size"] == {"values": [128, 256, 512], "budget": {"steps": 50}}
+    # ...and the factor keeps a baseline of its own, also in the spec stored with the study.
+    assert {p.factor for p in parse_spec(short.source).sweep if p.own_baseline} >= {"batch_size"}
 
 
 @pytest.mark.parametrize(
