@@ -7,6 +7,7 @@ still running, pruned or failed, runs missing from MLflow (a trial made by hand 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -102,6 +104,16 @@ class StudyData:
     pictures: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Trial number -> the arrays of its first repeat's ``final/pictures.npz`` (see reports.pictures)."""
     data_dir: str | None = None
+
+    @functools.cached_property
+    def run_curves(self) -> dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray]]:
+        """Each run's curve as (steps, values) sorted by step, keyed by (trial, repeat, key)."""
+        out = {}
+        if not self.curves.empty:
+            for (trial, repeat, key), g in self.curves.groupby(["trial", "repeat", "key"]):
+                g = g.sort_values("step")
+                out[(int(trial), int(repeat), str(key))] = (g["step"].to_numpy(float), g["value"].to_numpy(float))
+        return out
 
     @property
     def is_sweep(self) -> bool:

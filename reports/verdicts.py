@@ -94,25 +94,13 @@ def decide(relation: str, interval: Interval | None, tolerance: float | None = N
 # -- measuring ----------------------------------------------------------------------------------
 def measure_runs(data: StudyData, trials: Sequence[TrialInfo], claim: Claim) -> list[float]:
     """The claim's quantity for every run (repeat) of ``trials``; nan where a run lacks it."""
-    curves = _curves_by_run(data)
+    curves = data.run_curves
     out: list[float] = []
     for t in trials:
         runs = t.repeat_metrics or ([t.metrics] if t.metrics else [])
         for r, final in enumerate(runs):
             out.append(_measure(claim, final, lambda key, t=t, r=r: curves.get((t.number, r, key))))
     return out
-
-
-def _curves_by_run(data: StudyData) -> dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray]]:
-    cache = getattr(data, "_curves_by_run", None)
-    if cache is None:
-        cache = {}
-        if not data.curves.empty:
-            for (trial, repeat, key), g in data.curves.groupby(["trial", "repeat", "key"]):
-                g = g.sort_values("step")
-                cache[(int(trial), int(repeat), str(key))] = (g["step"].to_numpy(float), g["value"].to_numpy(float))
-        data._curves_by_run = cache  # type: ignore[attr-defined]
-    return cache
 
 
 def _measure(claim: Claim, final: dict, curve) -> float:
