@@ -123,10 +123,9 @@ class StudySpec:
         """The same study with every trial trained ``steps`` steps (CLI ``--steps``)."""
         if not isinstance(steps, int) or steps < 1:
             raise SpecError(f"--steps must be an int >= 1, got {steps!r}")
-        # A factor's own budget becomes the same steps: it keeps its identity (compared within itself).
-        sweep = tuple(dataclasses.replace(p, overrides={**p.overrides, "budget": steps, "budget_unit": "steps"})
-                      if "budget" in p.overrides else p for p in self.sweep)
-        return _replace(self, budget=steps, budget_unit="steps", sweep=sweep, source=_factor_budgets_in_steps(self.source, steps))
+        # Parsed again from the text, so the points and the stored spec cannot disagree. A factor's own
+        # budget becomes the same steps: it keeps its identity (compared within itself).
+        return parse_spec({**_factor_budgets_in_steps(self.source, steps), "budget": {"steps": steps}})
 
     def with_factors(self, names: list[str]) -> StudySpec:
         """The study run on the baseline and these sweep factors only (CLI ``--factors``); the
