@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import gan  # noqa: F401  first, so its OpenMP wait policy is set before any test imports torch
+
 REPO = Path(__file__).resolve().parent.parent
 # Tests and CI read the offline copy beside the checkout unless told otherwise.
 os.environ.setdefault("GAN_STUDY_DATA", str(REPO.parent / "shared" / "datasets"))
