@@ -224,7 +224,7 @@ def measure_mlflow(data, steps: int, batch: int, rounds: int, log) -> dict:
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from study.objective import MAX_CURVE_POINTS
+    from study.training import MAX_CURVE_POINTS
     from study.runs import CurveLogger
     from study.tracking import Stores
 
@@ -245,7 +245,7 @@ def measure_mlflow(data, steps: int, batch: int, rounds: int, log) -> dict:
                 for name, logger in variants.items():
                     run_id = client.create_run(experiment, run_name=f"{name}-{r}").info.run_id
                     curves = logger(client, run_id, window) if logger else None
-                    records_every = window * math.ceil(100 / window)  # as TrialRunner._train_one
+                    records_every = window * math.ceil(100 / window)  # as study.training.RunTraining
                     start, cpu_start = time.perf_counter(), _own_seconds()
                     gan.train(cfg, data, on_records=curves, records_every=records_every)
                     if curves is not None:

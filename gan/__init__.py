@@ -15,11 +15,13 @@ from .config import FIELDS, TrainConfig
 from .data import MNIST, load_mnist, resolve_data_dir
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GanStudyError
 from .models import build_models
+from .population import MEMBER_FIELDS, population_support, train_population
 from .sampling import arithmetic_rows, generate, interpolate, interpolation_rows, latent_arithmetic
 from .train import RECORD_KEYS, EvalPoint, Records, TrainResult, train
 
 __all__ = [
     "FIELDS",
+    "MEMBER_FIELDS",
     "MNIST",
     "RECORD_KEYS",
     "Checkpoint",
@@ -42,6 +44,8 @@ __all__ = [
     "load_checkpoint",
     "load_mnist",
     "resolve_data_dir",
+    "population_support",
     "save_checkpoint",
     "train",
+    "train_population",
 ]

@@ -12,9 +12,13 @@ import torch.nn.functional as F
 from .config import TrainConfig
 
 
-def _targets(cfg: TrainConfig) -> tuple[float, float, float]:
+Label = float | torch.Tensor
+"""A target: a number, or a population's (K, 1) tensor of each member's value."""
+
+
+def _targets(cfg: TrainConfig, real_label: Label | None = None) -> tuple[Label, Label, float]:
     """(D's target for real, D's target for fake, G's target for fake)."""
-    real, fake, wanted = cfg.real_label, 0.0, 1.0
+    real, fake, wanted = cfg.real_label if real_label is None else real_label, 0.0, 1.0
     if cfg.label_flip:
         return fake, real, 0.0
     return real, fake, wanted
@@ -24,34 +28,41 @@ def _sign(cfg: TrainConfig) -> float:
     return -1.0 if cfg.label_flip else 1.0
 
 
-def d_loss(cfg: TrainConfig, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+def _bce(out: torch.Tensor, target: Label) -> torch.Tensor:
+    full = target.expand_as(out) if isinstance(target, torch.Tensor) else torch.full_like(out, target)
+    return F.binary_cross_entropy_with_logits(out, full, reduction="none").mean(-1)
+
+
+# Every loss is a mean over the last dim: a scalar for one GAN's outputs (B,), one loss per
+# member for a population's (K, B); ``real_label`` overrides the config's (gan.population).
+
+
+def d_loss(cfg: TrainConfig, real_out: torch.Tensor, fake_out: torch.Tensor, real_label: Label | None = None) -> torch.Tensor:
     """Discriminator loss (without the gradient penalty)."""
     if cfg.loss in ("ns", "minimax"):
-        t_real, t_fake, _ = _targets(cfg)
-        return F.binary_cross_entropy_with_logits(
-            real_out, torch.full_like(real_out, t_real)
-        ) + F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, t_fake))
+        t_real, t_fake, _ = _targets(cfg, real_label)
+        return _bce(real_out, t_real) + _bce(fake_out, t_fake)
     if cfg.loss == "lsgan":
-        t_real, t_fake, _ = _targets(cfg)
-        return 0.5 * ((real_out - t_real).pow(2).mean() + (fake_out - t_fake).pow(2).mean())
+        t_real, t_fake, _ = _targets(cfg, real_label)
+        return 0.5 * ((real_out - t_real).pow(2).mean(-1) + (fake_out - t_fake).pow(2).mean(-1))
     s = _sign(cfg)
     if cfg.loss == "hinge":
-        return F.relu(1.0 - s * real_out).mean() + F.relu(1.0 + s * fake_out).mean()
-    return s * (fake_out.mean() - real_out.mean())  # wgan-gp critic
+        return F.relu(1.0 - s * real_out).mean(-1) + F.relu(1.0 + s * fake_out).mean(-1)
+    return s * (fake_out.mean(-1) - real_out.mean(-1))  # wgan-gp critic
 
 
-def g_loss(cfg: TrainConfig, fake_out: torch.Tensor) -> torch.Tensor:
+def g_loss(cfg: TrainConfig, fake_out: torch.Tensor, real_label: Label | None = None) -> torch.Tensor:
     """Generator loss on D's outputs for generated images."""
     if cfg.loss == "ns":
-        _, _, wanted = _targets(cfg)
-        return F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, wanted))
+        _, _, wanted = _targets(cfg, real_label)
+        return _bce(fake_out, wanted)
     if cfg.loss == "minimax":  # G maximises D's loss on fakes
-        _, t_fake, _ = _targets(cfg)
-        return -F.binary_cross_entropy_with_logits(fake_out, torch.full_like(fake_out, t_fake))
+        _, t_fake, _ = _targets(cfg, real_label)
+        return -_bce(fake_out, t_fake)
     if cfg.loss == "lsgan":
         _, _, wanted = _targets(cfg)
-        return 0.5 * (fake_out - wanted).pow(2).mean()
-    return -_sign(cfg) * fake_out.mean()  # hinge and wgan-gp
+        return 0.5 * (fake_out - wanted).pow(2).mean(-1)
+    return -_sign(cfg) * fake_out.mean(-1)  # hinge and wgan-gp
 
 
 def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -69,5 +80,6 @@ def realness(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
 
 
 def d_output_mean(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
-    """Mean D(x) as the reports plot it: a probability for BCE losses, the raw score otherwise."""
-    return torch.sigmoid(out).mean() if cfg.loss in ("ns", "minimax") else out.mean()
+    """Mean D(x) over the last dim, as the reports plot it: a probability for BCE losses, the raw
+    score otherwise."""
+    return (torch.sigmoid(out) if cfg.loss in ("ns", "minimax") else out).mean(-1)

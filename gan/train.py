@@ -91,10 +91,7 @@ def train(
     caller evaluates the result itself). A non-finite loss, or one beyond ``cfg.loss_bound``, raises
     :class:`DivergenceError` with the first bad step.
     """
-    if records_every < 1:
-        raise ConfigError(f"records_every must be >= 1, got records_every={records_every}")
-    if eval_every is not None and eval_every < 1:
-        raise ConfigError(f"eval_every must be >= 1, got eval_every={eval_every}")
+    _check_schedule(records_every, eval_every)
     device = cfg.resolved_device()
     B, latent = cfg.real_batch, cfg.latent_dim  # real images per D update, and as many fakes
     if len(data) < B:
@@ -143,45 +140,24 @@ def train(
     # whole block at once when it reaches the host.
     step_losses: list[torch.Tensor] = []  # (g_loss, d_loss) of each step
     step_outs: list[torch.Tensor] = []  # D's raw outputs on the last D step's real and fake images
-    row_output_mean = torch.vmap(lambda out: d_output_mean(cfg, out))
     history: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
     block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
-    # Steps that pause training for on_eval: step 0 gives every curve of scores a start.
-    evals = set()
-    if on_eval is not None and (eval_every is not None or eval_at):
-        evals = {0, *(s for s in eval_at if 0 < s < total)}
-        if eval_every is not None:
-            evals.update(range(eval_every, total, eval_every))
-
-    def block_records() -> torch.Tensor:
-        """(steps, len(RECORD_KEYS)) records of the pending steps, on the device."""
-        losses, outs = torch.stack(step_losses), torch.stack(step_outs)
-        real_out, fake_out = outs[:, :B], outs[:, B:]
-        acc_real = (realness(cfg, real_out) > 0).float().mean(1)
-        acc_fake = (realness(cfg, fake_out) < 0).float().mean(1)
-        columns = [losses[:, 0], losses[:, 1], (acc_real + acc_fake) / 2, acc_real, acc_fake]
-        return torch.stack([*columns, row_output_mean(real_out), row_output_mean(fake_out)], dim=1)
+    evals = _eval_steps(total, on_eval, eval_every, eval_at)
 
     def flush(step: int) -> None:
         nonlocal block_start, train_seconds
         filled = len(step_losses)
         if filled == 0:
             return
-        block = block_records().cpu()  # the one host sync per block
+        block = step_records(cfg, torch.stack(step_losses), torch.stack(step_outs)).cpu()  # the one host sync per block
         step_losses.clear()
         step_outs.clear()
         elapsed = time.perf_counter() - block_start
         train_seconds += elapsed
         first = step - filled + 1
-        losses = block[:, :2]
-        bad = (~torch.isfinite(losses) | (losses.abs() > bound)).any(dim=1).nonzero()
-        if len(bad):
-            bad_step = first + int(bad[0])
-            row = block[int(bad[0])]
-            raise DivergenceError(
-                f"training diverged at step {bad_step}: g_loss={row[0].item():.4g}, d_loss={row[1].item():.4g}",
-                step=bad_step,
-            )
+        error = divergence(block, first, bound)
+        if error is not None:
+            raise error
         values = {k: block[:, i].tolist() for i, k in enumerate(RECORD_KEYS)}
         for k, v in values.items():
             history[k].extend(v)
@@ -257,4 +233,46 @@ def train(
         images_per_sec=total * B * cfg.d_steps / max(train_seconds, 1e-9),
         fixed_noise=fixed_noise,
         history=history,
+    )
+
+
+def _check_schedule(records_every: int, eval_every: int | None) -> None:
+    if records_every < 1:
+        raise ConfigError(f"records_every must be >= 1, got records_every={records_every}")
+    if eval_every is not None and eval_every < 1:
+        raise ConfigError(f"eval_every must be >= 1, got eval_every={eval_every}")
+
+
+def _eval_steps(total: int, on_eval: Callable | None, eval_every: int | None, eval_at: Collection[int]) -> set[int]:
+    """Steps that pause training for ``on_eval``: step 0 gives every curve of scores a start."""
+    if on_eval is None or (eval_every is None and not eval_at):
+        return set()
+    evals = {0, *(s for s in eval_at if 0 < s < total)}
+    if eval_every is not None:
+        evals.update(range(eval_every, total, eval_every))
+    return evals
+
+
+def step_records(cfg: TrainConfig, losses: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
+    """Records (..., len(RECORD_KEYS)) from steps' (g_loss, d_loss) (..., 2) and D's raw outputs
+    on the last D step's real then fake images (..., 2B), on the device."""
+    B = outs.shape[-1] // 2
+    real_out, fake_out = outs[..., :B], outs[..., B:]
+    acc_real = (realness(cfg, real_out) > 0).float().mean(-1)
+    acc_fake = (realness(cfg, fake_out) < 0).float().mean(-1)
+    columns = [losses[..., 0], losses[..., 1], (acc_real + acc_fake) / 2, acc_real, acc_fake,
+               d_output_mean(cfg, real_out), d_output_mean(cfg, fake_out)]
+    return torch.stack(columns, dim=-1)
+
+
+def divergence(block: torch.Tensor, first_step: int, bound: float) -> DivergenceError | None:
+    """The error for the first step of a records block (steps, len(RECORD_KEYS)) whose loss is
+    non-finite or beyond ``bound``; None when every step is fine."""
+    losses = block[:, :2]
+    bad = (~torch.isfinite(losses) | (losses.abs() > bound)).any(dim=1).nonzero()
+    if not len(bad):
+        return None
+    step, row = first_step + int(bad[0]), block[int(bad[0])]
+    return DivergenceError(
+        f"training diverged at step {step}: g_loss={row[0].item():.4g}, d_loss={row[1].item():.4g}", step=step
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import statistics
 import sys
@@ -33,28 +32,19 @@ from gan import metrics as gm
 from gan.config import resolve_device
 from gan.evaluator import load_evaluator, resolve_cache_dir
 from gan.losses import realness
-from gan.plots import as_uint8, class_histogram, labelled_samples, save_grid
-from gan.sampling import arithmetic_rows, generate, interpolation_rows
+from gan.sampling import generate
 
 from . import record
 from .recovery import counts, dead_here, will_retry, worker_identity
-from .record import PICTURES, Tag, TrialRecord
-from .runs import CurveLogger, end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
+from .record import Tag, TrialRecord
+from .runs import end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
 from .spec import StudySpec
+from .training import EVAL_SEED, RunTraining, train_runs
 from .tracking import StoreError, Stores, mask_url, retry
 
 __all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
 
-EVAL_SEED = 12345  # noise for evaluation samples: the same for every trial, so metrics compare
-MAX_CURVE_POINTS = 500  # per curve and run: plenty for plots, half the insert cost of 1000
 GRID_WAIT_SECONDS = 600  # a trial that shows no point this long after this one asked is dead
-PROGRESS_FRACTIONS = (0.0, 0.25, 0.5)  # of the budget: the reports' "samples across training" (plus the end)
-PROGRESS_IMAGES = 10  # fixed-noise images per progress strip
-
-
-def progress_steps(total: int) -> list[int]:
-    """The steps of the progress strips before the last (0, 25 % and 50 % of ``total``)."""
-    return sorted({round(total * f) for f in PROGRESS_FRACTIONS} - {total})
 
 
 @dataclass
@@ -226,7 +216,7 @@ class TrialRunner:
             params.append(Param("seeds", ",".join(str(spec.seed + r) for r in range(spec.repeats))))
             params += [Param(f"evaluator_{k}", str(v)) for k, v in card.items()]
             retry(lambda: self.client.log_batch(run_id, params=params))
-            results = [self.repeat(trial, base.replace(seed=spec.seed + r), r, tags, run_ids) for r in range(spec.repeats)]
+            results = self.train_repeats(trial, base, tags, run_ids)
             summary = summarize(results)
             record.write(trial, metrics=summary["mean"], metrics_sd=summary["sd"], repeat_metrics=results)
             if spec.repeats > 1:
@@ -265,118 +255,33 @@ class TrialRunner:
         if not interrupted:
             print(f"gan-study: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
 
-    def repeat(self, trial: optuna.Trial, cfg: gan.TrainConfig, r: int, tags: dict[str, str], run_ids: list[str]) -> dict[str, Any]:
-        """Train and score one seed; with several repeats, in a run of its own under the trial's."""
+    def train_repeats(self, trial: optuna.Trial, base: gan.TrainConfig, tags: dict[str, str], run_ids: list[str]) -> list[dict[str, Any]]:
+        """Train and score each seed, up to ``spec.population`` at once as one population (when
+        the config can: ``gan.population_support``); with several repeats, each in a run of its
+        own under the trial's. The repeats' metrics, in seed order."""
+        spec = self.spec
+        size = spec.population if gan.population_support(base) is None else 1
+        record.write(trial, population=min(size, spec.repeats))
+        results: list[dict[str, Any]] = []
+        for first in range(0, spec.repeats, size):
+            repeats = range(first, min(first + size, spec.repeats))
+            configs = [base.replace(seed=spec.seed + r) for r in repeats]
+            targets = [self.repeat_run(trial, cfg, r, tags, run_ids) for r, cfg in zip(repeats, configs)]
+            runs = [RunTraining(spec, self.evaluation, self.client, trial, cfg, target, report=r == 0, progress_bar=self.progress)
+                    for r, cfg, target in zip(repeats, configs, targets)]
+            results += train_runs(runs, self.evaluation.data)
+            if spec.repeats > 1:
+                for target in targets:
+                    end_run(self.client, target, "COMPLETE", "FINISHED")
+        return results
+
+    def repeat_run(self, trial: optuna.Trial, cfg: gan.TrainConfig, r: int, tags: dict[str, str], run_ids: list[str]) -> str:
+        """The MLflow run of repeat ``r``: the trial's own when it has one repeat, else a new one under it."""
         if self.spec.repeats == 1:
-            return self.train_one(trial, cfg, run_ids[0], report=True)
+            return run_ids[0]
         target = start_run(self.client, self.experiment_id, f"trial-{trial.number}-seed-{cfg.seed}",
                            {**tags, Tag.ROLE: "repeat", Tag.CURVES: "true", Tag.REPEAT: str(r)}, run_ids[0])
         run_ids.append(target)
         record.write(trial, repeat_run_ids=run_ids[1:])
         retry(lambda: self.client.log_batch(target, params=[Param(k, str(v)) for k, v in cfg.to_dict().items()]))
-        result = self.train_one(trial, cfg, target, report=r == 0)
-        end_run(self.client, target, "COMPLETE", "FINISHED")
-        return result
-
-    def train_one(self, trial: optuna.Trial, cfg: gan.TrainConfig, run_id: str, report: bool) -> dict[str, Any]:
-        spec, ev = self.spec, self.evaluation
-        total = cfg.total_steps(len(ev.data))
-        window = math.ceil(total / MAX_CURVE_POINTS)
-        curves = CurveLogger(self.client, run_id, window)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=f"trial {trial.number}" + (f" seed {cfg.seed}" if spec.repeats > 1 else ""), unit="step", leave=False)
-
-        def on_records(records: gan.Records) -> None:
-            curves(records)
-            if bar is not None:
-                bar.update(len(records.steps))
-
-        snapshots = progress_steps(total)
-        progress: dict[int, Any] = {}  # step -> uint8 fixed-noise images, for the progress strip
-
-        def on_eval(point: gan.EvalPoint) -> None:
-            curves.flush()  # training is paused anyway
-            images = point.generator(point.fixed_noise)
-            log_artifacts(self.client, run_id, {f"samples/step_{point.step:06d}.png": lambda p: save_grid(images, p)})
-            if point.step in snapshots:
-                progress[point.step] = as_uint8(images[:PROGRESS_IMAGES])
-            if point.step % spec.eval_every:  # a progress snapshot only: no scores
-                return
-            values, _ = ev.score(point.generator, point.discriminator, cfg, spec.eval_samples)
-            log_metrics(self.client, run_id, values, point.step)
-            # step 0 scores the untrained models for the curves; the pruner compares trained ones
-            if report and not spec.multi_objective and point.step > 0:
-                metric = spec.objectives[0].metric
-                trial.report(values[metric], point.step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {point.step}: {metric}={values[metric]:.4g} is behind the other trials")
-
-        records_every = window * math.ceil(100 / window)
-        try:
-            result = gan.train(cfg, ev.data, on_records=on_records, records_every=records_every, on_eval=on_eval, eval_every=spec.eval_every,
-                               eval_at=snapshots)
-        except gan.DivergenceError as exc:
-            raise optuna.TrialPruned(f"diverged: {exc}") from exc
-        finally:
-            curves.flush()
-            if bar is not None:
-                bar.close()
-        values, images = ev.score(result.generator, result.discriminator, cfg, spec.final_samples)
-        values.update(train_seconds=result.seconds, images_per_sec=result.images_per_sec, steps=result.steps)
-        log_metrics(self.client, run_id, values, result.steps)
-        progress[result.steps] = as_uint8(result.generator(result.fixed_noise)[:PROGRESS_IMAGES])
-        self.final_artifacts(result, images, values, run_id, progress)
-        return values
-
-    def final_artifacts(self, result: gan.TrainResult, images: torch.Tensor, values: dict[str, Any], run_id: str,
-                        progress: dict[int, Any] | None = None) -> None:
-        ev = self.evaluation
-        twenty = images[:20]  # from the evaluation noise (EVAL_SEED): the same latents in every trial
-
-        def digits(batch: torch.Tensor) -> list[int]:
-            probs, _ = ev.evaluator.predict(batch)
-            return probs.argmax(1).tolist()
-
-        interpolation = interpolation_rows(result.generator, rows=5, steps=10)
-        arithmetic = arithmetic_rows(result.generator, rows=4)
-        labels = {"samples_20": digits(twenty), "interpolation": digits(interpolation), "arithmetic": digits(arithmetic)}
-        steps = sorted(progress or {})
-        pictures = {
-            "samples_20": as_uint8(twenty), "samples_20_pred": labels["samples_20"],
-            "interpolation": as_uint8(interpolation), "interpolation_pred": labels["interpolation"],
-            "arithmetic": as_uint8(arithmetic), "arithmetic_pred": labels["arithmetic"],
-            "progress_steps": steps, "progress": [progress[k] for k in steps] if steps else [],
-        }
-        saved = {
-            "metrics": values,
-            "config": result.config.to_dict(),
-            "environment": gan.environment(result.device),
-            "evaluator": ev.evaluator.card(),
-            "samples": self.spec.final_samples,
-            "eval_seed": EVAL_SEED,
-        }
-        log_artifacts(
-            self.client,
-            run_id,
-            {
-                "samples/final.png": lambda p: save_grid(result.generator(result.fixed_noise), p),
-                "final/samples_20.png": lambda p: labelled_samples(twenty, labels["samples_20"], p),
-                "final/class_histogram.png": lambda p: class_histogram(values["class_counts"], p),
-                "final/interpolation.png": lambda p: labelled_samples(interpolation, labels["interpolation"], p, ncol=10),
-                "final/latent_arithmetic.png": lambda p: labelled_samples(arithmetic, labels["arithmetic"], p, ncol=4,
-                                                                          col_titles=["x1", "x2", "x1 − x2", "x1 + x2"]),
-                PICTURES: lambda p: _save_npz(p, pictures),
-                "final/metrics.json": lambda p: p.write_text(json.dumps(saved, indent=2)),
-                "checkpoint/checkpoint.pt": lambda p: gan.save_checkpoint(p, result.config, result.generator, result.discriminator, step=result.steps, metrics={k: v for k, v in values.items() if isinstance(v, float)}),
-            },
-        )
-
-
-def _save_npz(path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    with open(path, "wb") as fh:  # np.savez on a path would append .npz to the artifact's name
-        np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        return target

@@ -50,6 +50,8 @@ class TrialRecord:
     """The card of the evaluator that scored the trial (weights hash, test accuracy, ...)."""
     invocation: str | None = None
     """The MLflow run id of the invocation that ran the trial (its effective spec is there)."""
+    population: int | None = None
+    """Repeats trained at once as one population (``gan.train_population``); 1: one at a time."""
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:

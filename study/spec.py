@@ -41,7 +41,7 @@ __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", 
 
 TOP_KEYS = (
     "name", "description", "objective", "sampler", "pruner", "trials", "budget", "evaluation",
-    "repeats", "seed", "fixed", "space", "sweep", "enqueue", "claims", "only_factors",
+    "repeats", "population", "seed", "fixed", "space", "sweep", "enqueue", "claims", "only_factors",
 )
 
 
@@ -83,6 +83,9 @@ class StudySpec:
     eval_samples: int = 2000
     final_samples: int = 10_000
     repeats: int = 1
+    population: int = 8
+    """Repeats trained at once as one batched model (``gan.train_population``), where the
+    config allows; 1 trains them one at a time. docs/performance.md measures the default."""
     seed: int = 0
     fixed: dict[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
@@ -201,6 +204,8 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     _positive_int("trials", trials)
     repeats = raw.get("repeats", 1)
     _positive_int("repeats", repeats)
+    population = raw.get("population", StudySpec.population)
+    _positive_int("population", population)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise SpecError(f"seed must be an int >= 0, got seed={seed!r}")
@@ -255,6 +260,7 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         eval_samples=evaluation["samples"],
         final_samples=evaluation["final_samples"],
         repeats=repeats,
+        population=population,
         seed=seed,
         fixed=fixed,
         space=space,

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from gan import ConfigError, DivergenceError, TrainConfig, TrainResult, load_mnist, train, train_population
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+    return load_mnist(data_dir, subset=5000)
+
+
+def _members(smoothing: float = 0.9, **shared):
+    """Three members that differ in every MEMBER_FIELDS field."""
+    base = TrainConfig(**{"budget": 20, "batch_size": 64, "device": "cpu", **shared})
+    return [
+        base.replace(seed=1),
+        base.replace(seed=2, lr_g=1e-3, lr_d=5e-4, beta1=0.9, beta2=0.99, d_dropout=0.0, real_label=smoothing),
+        base.replace(seed=3, d_dropout=0.5, momentum=0.5),
+    ]
+
+
+def _assert_same_run(member: TrainResult, solo: TrainResult) -> None:
+    """Same per-step records and weights, up to float rounding (bmm and mm round differently)."""
+    for key in ("g_loss", "d_loss", "d_real_mean", "d_fake_mean"):
+        assert member.history[key] == pytest.approx(solo.history[key], abs=1e-4), key
+    # The accuracies count outputs on one side of a threshold: a rounding can move one image.
+    for key in ("d_acc_real", "d_acc_fake"):
+        assert member.history[key] == pytest.approx(solo.history[key], abs=2 / 64), key
+    for p, q in zip(member.generator.parameters(), solo.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-3, rtol=1e-3)
+    for p, q in zip(member.discriminator.parameters(), solo.discriminator.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(member.generator(member.fixed_noise), solo.generator(solo.fixed_noise), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
+def test_each_member_trains_as_its_solo_run(data, optimizer):
+    configs = _members(optimizer=optimizer)
+    if optimizer == "sgd":  # the learning rates of _members are Adam-sized
+        configs = [c.replace(lr_g=c.lr_g * 50, lr_d=c.lr_d * 50) for c in configs]
+    members = train_population(configs, data, records_every=7)
+    for cfg, member in zip(configs, members, strict=True):
+        assert isinstance(member, TrainResult) and member.config == cfg and member.steps == 20
+        _assert_same_run(member, train(cfg, data, records_every=7))
+
+
+@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge"])
+def test_every_loss_gives_each_member_its_solo_run(data, loss):
+    configs = _members(loss=loss, smoothing=1.0 if loss == "hinge" else 0.9)  # hinge has no targets to smooth
+    for cfg, member in zip(configs, train_population(configs, data), strict=True):
+        _assert_same_run(member, train(cfg, data))
+
+
+def test_a_diverged_member_is_frozen_and_reported_while_the_others_go_on(data):
+    configs = _members(optimizer="sgd", loss="lsgan", budget=30)
+    configs[1] = configs[1].replace(lr_d=1e30, lr_g=1e30)
+    members = train_population(configs, data, records_every=5)
+    assert isinstance(members[1], DivergenceError) and 1 <= members[1].step <= 30
+    for k in (0, 2):
+        _assert_same_run(members[k], train(configs[k], data, records_every=5))
+
+
+def test_callbacks_name_the_member_and_see_its_own_models(data):
+    configs = _members()
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    records: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    first_images = {}
+
+    def on_eval(k, point):
+        seen[k].append(point.step)
+        assert point.config == configs[k]
+        if point.step == 0:
+            first_images[k] = point.generator(point.fixed_noise)
+
+    train_population(configs, data, on_records=lambda k, r: records[k].extend(r.steps), records_every=6,
+                     on_eval=on_eval, eval_every=10)
+    for k, cfg in enumerate(configs):
+        assert seen[k] == [0, 10] and records[k] == list(range(1, 21))
+        solo_start = []
+        train(cfg, data, on_eval=lambda p: solo_start.append(p.generator(p.fixed_noise)), eval_at=[5])
+        torch.testing.assert_close(first_images[k], solo_start[0])
+
+
+def test_members_that_differ_in_shape_or_use_unsupported_models_are_refused(data):
+    base = TrainConfig(budget=5, batch_size=32, device="cpu")
+    with pytest.raises(ConfigError, match="member 1 differs from member 0 in batch_size"):
+        train_population([base, base.replace(batch_size=64)], data)
+    with pytest.raises(ConfigError, match="arch='dcgan'.*one at a time with gan.train"):
+        train_population([base.replace(arch="dcgan")] * 2, data)
+    with pytest.raises(ConfigError, match="at least one config"):
+        train_population([], data)
