@@ -5,8 +5,9 @@ all K generators (or discriminators) is one ``baddbmm`` and one optimizer update
 all: a step trains K GANs for about the fixed cost (Python, dispatch, autograd) of one.
 Members are independent: each has its own initial weights, data order, noise and dropout
 masks (all from its seed, drawn exactly as ``train`` draws them), its own hyperparameters
-(per-member tensors), its own optimizer state and its own divergence check: a diverged
-member is frozen (learning rate 0) and reported, the others go on.
+(learning rates, betas and momentum in its optimizer group, dropout rate and label smoothing
+as per-member tensors), its own optimizer state and its own divergence check: a diverged
+member is frozen (its weights stop changing) and reported, the others go on.
 
 The loop is ``train``'s, step for step; docs/performance.md has the speed-ups measured by
 ``python -m benchmarks.population``.
@@ -170,20 +171,33 @@ class _Net(nn.Sequential):
                 layer.copy_to_solo()
 
 
-def _optimizer_of(net: _Net, lrs: list[float], configs: Sequence[TrainConfig]) -> torch.optim.Optimizer:
-    """``train``'s optimizer (fused Adam, ...) with one parameter group per member: its slices
-    of the network's weights, with its learning rate, betas and momentum. Freezing a member sets
-    its group's rate to 0."""
-    groups = []
-    for k, (lr, c) in enumerate(zip(lrs, configs)):
-        params = []
-        for p in net.parameters():
-            own = nn.Parameter(p.detach()[k])  # a leaf sharing member k's slice
-            own.grad = p.grad[k]
-            params.append(own)
-        hyper = {"betas": (c.beta1, c.beta2)} if c.optimizer == "adam" else {"momentum": c.momentum}
-        groups.append({"params": params, "lr": lr, **hyper})
-    return _optimizer(configs[0], groups, lrs[0])
+class _Optimizer:
+    """``train``'s optimizer (fused Adam, ...) over every member's slices of a network's weights,
+    one parameter group per distinct (learning rate, betas, momentum): repeats of one config
+    share one group, so one fused update serves them all."""
+
+    def __init__(self, net: _Net, lrs: list[float], configs: Sequence[TrainConfig]):
+        self.members: list[list[nn.Parameter]] = []
+        groups: dict[tuple, dict] = {}
+        for k, (lr, c) in enumerate(zip(lrs, configs)):
+            own = []
+            for p in net.parameters():
+                leaf = nn.Parameter(p.detach()[k])  # a leaf sharing member k's slice
+                leaf.grad = p.grad[k]
+                own.append(leaf)
+            self.members.append(own)
+            hyper = {"betas": (c.beta1, c.beta2)} if c.optimizer == "adam" else {"momentum": c.momentum}
+            groups.setdefault((lr, *hyper.values()), {"params": [], "lr": lr, **hyper})["params"] += own
+        self.torch = _optimizer(configs[0], list(groups.values()), lrs[0])
+
+    def step(self) -> None:
+        self.torch.step()
+
+    def freeze(self, k: int) -> None:
+        """Member k's weights stop changing: its slices leave their group."""
+        frozen = {id(p) for p in self.members[k]}
+        for group in self.torch.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in frozen]
 
 
 def train_population(
@@ -233,8 +247,8 @@ def train_population(
         draw_noise(c.noise, FIXED_NOISE, latent, generator=torch.Generator().manual_seed(c.seed)).to(device)
         for c in configs
     ]
-    opt_g = _optimizer_of(G, [c.lr_g for c in configs], configs)
-    opt_d = _optimizer_of(D, [c.lr_d for c in configs], configs)
+    opt_g = _Optimizer(G, [c.lr_g for c in configs], configs)
+    opt_d = _Optimizer(D, [c.lr_d for c in configs], configs)
     real_label = torch.tensor([float(c.real_label) for c in configs], device=device).unsqueeze(1)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
@@ -282,7 +296,8 @@ def train_population(
             rows = block[:, k]
             errors[k] = divergence(rows, first, bound)
             if errors[k] is not None:  # frozen: its weights stop changing, the others go on
-                opt_g.param_groups[k]["lr"] = opt_d.param_groups[k]["lr"] = 0.0
+                opt_g.freeze(k)
+                opt_d.freeze(k)
                 continue
             values = {key: rows[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
             for key, v in values.items():
