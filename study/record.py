@@ -59,6 +59,12 @@ class TrialRecord:
         return cls(**{f.name: attrs[f.name] for f in dataclasses.fields(cls) if attrs.get(f.name) is not None})
 
     @property
+    def checkpoint_run_id(self) -> str | None:
+        """The MLflow run that holds the trial's generator (``checkpoint/checkpoint.pt``): the
+        first repeat's when the trial trains several seeds, else the trial's own run."""
+        return self.repeat_run_ids[0] if self.repeat_run_ids else self.mlflow_run_id
+
+    @property
     def curve_runs(self) -> list[tuple[str, int]]:
         """(MLflow run id, repeat index) of the runs that hold the per-step curves."""
         if self.repeat_run_ids:

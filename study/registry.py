@@ -2,7 +2,7 @@
 generator of any trial for ``gan-study sample``.
 
 On completion of ``run``, the best trial's generator (rebuilt from its ``checkpoint/checkpoint.pt``
-artifact) is logged with ``mlflow.pytorch`` in the invocation's run and registered under the
+artifact; its first repeat's when it trains several seeds) is logged with ``mlflow.pytorch`` in the invocation's run and registered under the
 study's name, the version tagged with the trial's number, run and metrics and described by its
 config. A study whose best trial is already the latest version is not registered again.
 """
@@ -59,7 +59,7 @@ def register_best(study: optuna.Study, stores: Stores, parent_run_id: str) -> st
     if best is None:
         return None
     rec = TrialRecord.from_trial(best)
-    if not rec.mlflow_run_id:
+    if not rec.checkpoint_run_id:
         return None
     # Invocations ending together on one work folder take turns: one version per best trial.
     with stores.lock("register", when=stores.embedded):
@@ -77,7 +77,7 @@ def _register(study: optuna.Study, stores: Stores, parent_run_id: str, best: Fro
             return None
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format caution: our own model
     with tempfile.TemporaryDirectory() as tmp:
-        generator = _checkpoint_generator(stores, rec.mlflow_run_id, Path(tmp))
+        generator = _checkpoint_generator(stores, rec.checkpoint_run_id, Path(tmp))
     metrics = {k: v for k, v in rec.metrics.items() if isinstance(v, (int, float))}
     tags = {Tag.BEST_TRIAL: str(best.number), Tag.STUDY_NAME: name, "gan_study.trial_run_id": rec.mlflow_run_id,
             **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
@@ -93,7 +93,7 @@ def _register(study: optuna.Study, stores: Stores, parent_run_id: str, best: Fro
                                             params={k: str(v) for k, v in rec.config.items()}, tags={Tag.BEST_TRIAL: str(best.number)})
         with contextlib.suppress(Exception):  # another invocation created it first
             client.create_registered_model(name, description=f"Best generators of the gan-study study {name!r}")
-        version = retry(lambda: client.create_model_version(name, source=info.model_uri, run_id=rec.mlflow_run_id, tags=tags,
+        version = retry(lambda: client.create_model_version(name, source=info.model_uri, run_id=rec.checkpoint_run_id, tags=tags,
                                                              description=description, model_id=info.model_id))
     study.set_user_attr(StudyAttrs.REGISTERED_VERSION, int(version.version))
     return str(version.version)
@@ -122,7 +122,7 @@ def load_generator(study: optuna.Study, stores: Stores, number: int | None) -> t
                     warnings.simplefilter("ignore")
                     model = _load_registered(stores, uri)
                 return trial, model, f"registered model {uri}"
-    run_id = TrialRecord.from_trial(trial).mlflow_run_id
+    run_id = TrialRecord.from_trial(trial).checkpoint_run_id
     if not run_id:
         raise NoTrialError(f"trial {trial.number} has no MLflow run, so no checkpoint: choose another with --trial N")
     with tempfile.TemporaryDirectory() as tmp:

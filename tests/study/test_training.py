@@ -11,6 +11,8 @@ def _run(tmp_path, population: int):
                       budget={"steps": 20}, evaluation={"every": 10, "samples": 500, "final_samples": 500})
     done = gan_study("run", str(spec), "--workdir", str(work), "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    # the best generator is the first repeat's (the trial's own run holds no checkpoint)
+    assert f"registered as model 'pop{population}' version 1" in done.stdout and "not registered" not in done.stderr
     (trial,) = journal_study(work, f"pop{population}").trials
     client, runs = mlflow_runs(work, f"pop{population}")
     return trial, client, runs
@@ -26,6 +28,10 @@ def test_repeats_train_as_one_population_with_one_run_each_as_when_one_at_a_time
             assert a[metric] == pytest.approx(b[metric], rel=1e-2, abs=1e-3), metric
     repeats = sorted((r for r in runs if r.data.tags.get("gan_study.role") == "repeat"), key=lambda r: r.data.tags["gan_study.repeat"])
     assert [r.data.params["seed"] for r in repeats] == ["0", "1", "2"]
+    (version,) = client.search_model_versions("name='pop8'")
+    assert version.run_id == repeats[0].info.run_id == together.user_attrs["repeat_run_ids"][0]
+    drawn = gan_study("sample", "pop8", "--trial", "0", "--workdir", str(tmp_path / "population-8"), cwd=tmp_path)
+    assert drawn.returncode == 0 and "registered model models:/pop8/1" in drawn.stdout, drawn.stderr
     for run in repeats:
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "fd")]
