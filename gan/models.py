@@ -39,6 +39,12 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def kept16(p: float) -> int:
+    """How many of the 65536 values of a 16-bit uniform keep a unit at dropout rate ``p``: the
+    keep probability rounded to a multiple of 1/65536 (65536 when nothing is dropped)."""
+    return 65536 if p == 0 else min(65535, max(1, round((1.0 - p) * 65536)))
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` with a mask drawn from 16 random bits per unit on the CPU.
 
@@ -55,7 +61,7 @@ class Dropout(nn.Dropout):
             return x
         if x.device.type != "cpu":
             return super().forward(x)
-        kept = min(65535, max(1, round((1.0 - self.p) * 65536)))  # of 65536 equally likely values
+        kept = kept16(self.p)
         bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
         uniform16 = bits.view(torch.int16)[: x.numel()].view(x.shape)  # each value in [-32768, 32767]
         return x * (uniform16 < kept - 32768).to(x.dtype).mul_(65536 / kept)

@@ -25,7 +25,7 @@ from .config import FIELDS, TrainConfig
 from .data import MNIST, SCALINGS
 from .errors import ConfigError, DivergenceError
 from .losses import d_loss, g_loss
-from .models import Dropout, build_models, draw_noise
+from .models import Dropout, build_models, draw_noise, kept16
 from .train import (
     FIXED_NOISE,
     RECORD_KEYS,
@@ -123,7 +123,7 @@ class _Dropout(nn.Module):
     def __init__(self, rates: list[float], generators: list[torch.Generator]):
         super().__init__()
         self.rates, self.generators = rates, generators
-        kept = [65536 if p == 0 else min(65535, max(1, round((1.0 - p) * 65536))) for p in rates]
+        kept = [kept16(p) for p in rates]
         self.register_buffer("threshold", torch.tensor(kept, dtype=torch.int32).sub(32768).view(-1, 1, 1))
         self.register_buffer("scale", torch.tensor([65536 / k for k in kept]).view(-1, 1, 1))
 

@@ -28,7 +28,6 @@ from .space import (
     _fields,
     _mapping,
     check_combinations,
-    label_of,
     parse_space,
     parse_budget,
     parse_sweep,
