@@ -15,8 +15,9 @@ The loop is ``train``'s, step for step; docs/performance.md has the speed-ups me
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -209,12 +210,17 @@ def train_population(
     on_eval: Callable[[int, EvalPoint], None] | None = None,
     eval_every: int | None = None,
     eval_at: Collection[int] = (),
-) -> list[TrainResult | DivergenceError]:
+    stop_on: tuple[type[BaseException], ...] = (),
+) -> list[TrainResult | BaseException]:
     """Train one GAN per config in lockstep; each result is what ``train(configs[k], data)``
     would give (within float rounding), or the :class:`DivergenceError` that stopped member k.
 
     Configs may differ only in :data:`MEMBER_FIELDS`. Callbacks get the member's index first;
-    their :class:`EvalPoint` holds that member's own G and D, as ``train``'s does.
+    their :class:`EvalPoint` holds that member's own G and D, as ``train``'s does. An exception
+    of a type in ``stop_on`` raised by member k's callback (a pruner's verdict, say) stops that
+    member only, as a divergence does: it is frozen and the exception is its result; any
+    other exception ends the whole population, as it ends ``train``. Training ends early when
+    no member is left.
     """
     _check_schedule(records_every, eval_every)
     cfg = _check(configs)
@@ -274,12 +280,24 @@ def train_population(
     step_losses: list[torch.Tensor] = []  # (K, 2) per step
     step_outs: list[torch.Tensor] = []  # (K, 2B) per step
     history: list[dict[str, list[float]]] = [{k: [] for k in RECORD_KEYS} for _ in configs]
-    errors: list[DivergenceError | None] = [None] * K
+    errors: list[BaseException | None] = [None] * K
     block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
     evals = _eval_steps(total, on_eval, eval_every, eval_at)
 
     def live() -> list[int]:
         return [k for k in range(K) if errors[k] is None]
+
+    def stop(k: int, why: BaseException) -> None:
+        errors[k] = why  # frozen: its weights stop changing, the others go on
+        opt_g.freeze(k)
+        opt_d.freeze(k)
+
+    @contextlib.contextmanager
+    def stopping(k: int) -> Iterator[None]:
+        try:
+            yield
+        except stop_on as exc:
+            stop(k, exc)
 
     def flush(step: int) -> None:
         nonlocal block_start, train_seconds
@@ -294,17 +312,17 @@ def train_population(
         first = step - filled + 1
         for k in live():
             rows = block[:, k]
-            errors[k] = divergence(rows, first, bound)
-            if errors[k] is not None:  # frozen: its weights stop changing, the others go on
-                opt_g.freeze(k)
-                opt_d.freeze(k)
+            diverged = divergence(rows, first, bound)
+            if diverged is not None:
+                stop(k, diverged)
                 continue
             values = {key: rows[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
             for key, v in values.items():
                 history[k][key].extend(v)
             if on_records is not None:
                 rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)  # per member
-                on_records(k, Records(list(range(first, step + 1)), values, rate, train_seconds))
+                with stopping(k):
+                    on_records(k, Records(list(range(first, step + 1)), values, rate, train_seconds))
         block_start = time.perf_counter()
 
     def sync_solo() -> None:
@@ -318,7 +336,7 @@ def train_population(
         for k in live():
             solo_g[k].eval()
             solo_d[k].eval()
-            with torch.no_grad():
+            with torch.no_grad(), stopping(k):
                 on_eval(k, EvalPoint(step, solo_g[k], solo_d[k], fixed_noise[k], configs[k], train_seconds))
         eval_seconds += time.perf_counter() - eval_start
         block_start = time.perf_counter()
@@ -326,6 +344,8 @@ def train_population(
     if 0 in evals:
         evaluate(0)
     for step in range(1, total + 1):
+        if not live():
+            break
         # (1) Update each D: its D(x) toward "real", D(G(z)) toward "fake", d_steps times.
         for k in range(cfg.d_steps):
             next_real()
@@ -362,7 +382,7 @@ def train_population(
             evaluate(step)
 
     sync_solo()
-    results: list[TrainResult | DivergenceError] = []
+    results: list[TrainResult | BaseException] = []
     for k, c in enumerate(configs):
         solo_g[k].eval()
         solo_d[k].eval()

@@ -81,6 +81,34 @@ def test_callbacks_name_the_member_and_see_its_own_models(data):
         torch.testing.assert_close(first_images[k], solo_start[0])
 
 
+class Stop(Exception):
+    pass
+
+
+def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(data):
+    configs = _members(budget=30)
+    evals: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    def on_eval(k, point):
+        evals[k].append(point.step)
+        if k == 1 and point.step == 10:
+            raise Stop(f"member {k} stopped")
+
+    members = train_population(configs, data, on_eval=on_eval, eval_every=10, stop_on=(Stop,))
+    assert isinstance(members[1], Stop) and evals[1] == [0, 10] and evals[0] == evals[2] == [0, 10, 20]
+    for k in (0, 2):
+        _assert_same_run(members[k], train(configs[k], data))
+
+    def stop_all(k, records):
+        raise Stop(f"{records.steps[-1]}")
+
+    endless = [c.replace(budget=10**7) for c in configs]  # hours of steps, unless training ends with its members
+    members = train_population(endless, data, on_records=stop_all, records_every=5, stop_on=(Stop,))
+    assert [str(m) for m in members] == ["5", "5", "5"]
+    with pytest.raises(Stop):  # not in stop_on: the whole population ends, as train does
+        train_population(configs, data, on_records=stop_all, records_every=5)
+
+
 def test_members_that_differ_in_shape_or_use_unsupported_models_are_refused(data):
     base = TrainConfig(budget=5, batch_size=32, device="cpu")
     with pytest.raises(ConfigError, match="member 1 differs from member 0 in batch_size"):
