@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import FIELDS, TrainConfig
 from .data import MNIST, SCALINGS
-from .errors import ConfigError, DivergenceError
+from .errors import ConfigError
 from .losses import d_loss, g_loss
 from .models import Dropout, build_models, draw_noise, kept16
 from .train import (

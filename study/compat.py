@@ -6,12 +6,16 @@ each against the installed versions, so an upgrade that changes one fails loudly
   the stale ids and write the reason first.
 - The grid sampler of a retry: Optuna's ``GridSampler`` leaves an enqueued trial without a grid
   point and then fails in ``after_trial`` (KeyError 'grid_id') when one point is left.
+- The heartbeat of a trial we ask for ourselves: ``optimize`` beats only for the trial it runs;
+  the companions a worker trains with it (study/objective.py) need the same thread, which
+  Optuna keeps private.
 - Bulk metric histories: one SQL query per metric for all runs instead of one call per run and
   metric (MLflow has no public bulk call); the public per-run call is the fallback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -21,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("gan_study")
 
-__all__ = ["RetryingGridSampler", "metric_history_bulk", "stale_trial_ids"]
+__all__ = ["RetryingGridSampler", "heartbeat", "metric_history_bulk", "stale_trial_ids"]
 
 
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> set[int]:
@@ -30,6 +34,16 @@ def stale_trial_ids(storage: BaseStorage, study_id: int) -> set[int]:
     if interval is None:
         return set()
     return set(storage._get_stale_trial_ids(study_id))  # type: ignore[attr-defined]
+
+
+def heartbeat(storage: BaseStorage | None, trial: optuna.Trial) -> contextlib.AbstractContextManager:
+    """The trial's heartbeat while the block runs, as ``optimize`` keeps it for its own trial
+    (nothing on storages without heartbeats)."""
+    if storage is None:
+        return contextlib.nullcontext()
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, storage)  # type: ignore[attr-defined]
 
 
 class RetryingGridSampler(optuna.samplers.GridSampler):

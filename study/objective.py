@@ -1,7 +1,9 @@
 """The objective: one Optuna trial -> ``gan.train`` per repeat -> evaluation -> MLflow.
 
 One MLflow run per trial, nested under the invocation's run, and one run per repeat under it
-when a trial trains several seeds. A trial ends in one of three ways, and its record (Optuna)
+when a trial trains several seeds. Runs of one shape train together as one population (a
+trial's repeats; with ``population: K``, also the trials a search asks for with the one
+Optuna hands in, its companions). A trial ends in one of three ways, and its record (Optuna)
 and runs (MLflow) say the same with the same reason:
 
 - COMPLETE: every repeat trained and was scored;
@@ -25,6 +27,7 @@ from typing import Any
 import optuna
 import torch
 from mlflow.entities import Param
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 import gan
@@ -35,6 +38,7 @@ from gan.losses import realness
 from gan.sampling import generate
 
 from . import record
+from .compat import heartbeat
 from .recovery import counts, dead_here, will_retry, worker_identity
 from .record import Tag, TrialRecord
 from .runs import end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
@@ -45,6 +49,16 @@ from .tracking import StoreError, Stores, mask_url, retry
 __all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
 
 GRID_WAIT_SECONDS = 600  # a trial that shows no point this long after this one asked is dead
+
+
+@dataclass
+class _Started:
+    """A trial ready to train: its MLflow runs (the trial's, then its repeats') and one
+    ``RunTraining`` per repeat."""
+
+    trial: optuna.Trial
+    run_ids: list[str]
+    runs: list[RunTraining]
 
 
 @dataclass
@@ -111,8 +125,8 @@ class TrialRunner:
 
     def __init__(self, spec: StudySpec, stores: Stores, study_name: str, *, target_trials: int, device: str = "auto",
                  data_dir: str | None = None, parent_run_id: str | None = None, progress: bool = False,
-                 evaluation: Evaluation | None = None):
-        self.spec, self.study_name, self.target_trials = spec, study_name, target_trials
+                 evaluation: Evaluation | None = None, storage: BaseStorage | None = None):
+        self.spec, self.study_name, self.target_trials, self.storage = spec, study_name, target_trials, storage
         self.device_name, self.parent_run_id, self.progress = device, parent_run_id, progress
         self.client = stores.mlflow()
         self.experiment_id = stores.experiment_id(study_name)
@@ -186,56 +200,157 @@ class TrialRunner:
                 overrides[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
         return overrides
 
-    # -- the trial ----------------------------------------------------------------------------------
+    # -- the trial and its cohort ---------------------------------------------------------------------
+    def companions(self, leader: optuna.Trial) -> list[optuna.Trial]:
+        """More trials of a search to train with ``leader``, asked of Optuna now (the sampler's
+        constant liar keeps them apart): ``spec.trials_at_once`` in all, never more than the
+        study's free slots. Sweeps and grids run one point at a time: their workers race for
+        points (``grid_twin``), one trial each."""
+        size = self.spec.trials_at_once
+        if size <= 1:
+            return []
+        trials = leader.study.get_trials(deepcopy=False)
+        free = self.target_trials - sum(1 for t in trials if counts(t))
+        queued = sum(1 for t in trials if t.state == TrialState.WAITING and not TrialRecord.from_trial(t).surplus)
+        return [leader.study.ask() for _ in range(min(size - 1, max(0, free) + queued))]
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        spec = self.spec
-        run_ids: list[str] = []  # the trial's run, then its repeats' runs
-        try:  # all of it: however early a Ctrl-C comes, the failure is recorded with its reason
+        """Run ``trial``, which Optuna's ``optimize`` hands us, with its companions (told here)."""
+        cohort = [trial]
+        run_ids: dict[int, list[str]] = {trial.number: []}  # per trial: its run, then its repeats' runs
+        outcomes: dict[int, Any] = {}
+        try:  # all of it: however early a Ctrl-C comes, the failures are recorded with their reason
             record.write(trial, worker=worker_identity(), invocation=self.parent_run_id)
-            self.claim(trial)
-            overrides = self.suggest(trial)
-            twin = self.grid_twin(trial) if spec.is_grid else None
-            if twin is not None:
-                self.give_up(trial, f"surplus: trial {twin} already runs this grid point")
-            try:
-                base = spec.config_for(overrides, seed=spec.seed, device=self.device_name)
-            except gan.ConfigError as exc:
-                raise optuna.TrialPruned(f"invalid combination: {exc}") from exc
-            card = self.evaluation.evaluator.card()
-            record.write(trial, config=base.to_dict(), evaluator=card)
-            tags = {Tag.STUDY_NAME: self.study_name, Tag.TRIAL_NUMBER: str(trial.number), Tag.ROLE: "trial",
-                    Tag.TRIAL_STATE: "RUNNING", Tag.CURVES: "true" if spec.repeats == 1 else "false",
-                    Tag.EVALUATOR_HASH: card["weights_hash"], **source_tags(f"gan-study run {spec.name}")}
-            sweep = TrialRecord.from_trial(trial).sweep
-            if sweep:
-                tags.update({Tag.SWEEP_POINT: sweep["point"], Tag.SWEEP_FACTOR: sweep["factor"], Tag.SWEEP_VALUE: sweep["value"]})
-            run_id = start_run(self.client, self.experiment_id, run_name(trial.number, trial.params), tags, self.parent_run_id)
-            run_ids.append(run_id)
-            record.write(trial, mlflow_run_id=run_id)
-            params = [Param(k, str(v)) for k, v in base.to_dict().items() if k != "seed"]
-            params.append(Param("seeds", ",".join(str(spec.seed + r) for r in range(spec.repeats))))
-            params += [Param(f"evaluator_{k}", str(v)) for k, v in card.items()]
-            retry(lambda: self.client.log_batch(run_id, params=params))
-            results = self.train_repeats(trial, base, tags, run_ids)
-            summary = summarize(results)
-            record.write(trial, metrics=summary["mean"], metrics_sd=summary["sd"], repeat_metrics=results)
-            if spec.repeats > 1:
-                log_metrics(self.client, run_id, summary["mean"], step=0)
-                log_metrics(self.client, run_id, {f"{k}_sd": v for k, v in summary["sd"].items()}, step=0)
-            values = tuple(summary["mean"][o.metric] for o in spec.objectives)
-            if not all(math.isfinite(v) for v in values):
-                raise optuna.TrialPruned(f"diverged: the objective is not finite: {dict(zip([o.metric for o in spec.objectives], values))}")
-            end_run(self.client, run_id, "COMPLETE", "FINISHED")
-            return values if spec.multi_objective else values[0]
-        except optuna.TrialPruned as exc:
-            reason = str(exc) or "pruned"
-            record.write(trial, reason=reason)
-            for rid in run_ids:
-                end_run(self.client, rid, "PRUNED", "FINISHED", reason)
-            raise
+            for companion in self.companions(trial):
+                record.write(companion, worker=worker_identity(), invocation=self.parent_run_id)
+                cohort.append(companion)
+                run_ids[companion.number] = []
+            with contextlib.ExitStack() as beats:
+                for companion in cohort[1:]:  # Optuna beats for the trial it runs; these are ours
+                    beats.enter_context(heartbeat(self.storage, companion))
+                self.run_cohort(cohort, run_ids, outcomes)
         except BaseException as exc:  # noqa: BLE001 - record, then let Optuna mark FAIL
-            self.record_failure(trial, exc, run_ids)
+            for t in cohort:
+                if t is trial or t.number not in outcomes:
+                    self.record_failure(t, exc, run_ids[t.number])
+            with contextlib.suppress(Exception):  # the stores may be what failed: reconcile ends the rest
+                self.tell(cohort[1:], outcomes)
             raise
+        self.tell(cohort[1:], outcomes)
+        if isinstance(outcomes[trial.number], optuna.TrialPruned):
+            raise outcomes[trial.number]
+        return outcomes[trial.number]
+
+    @staticmethod
+    def tell(companions: list[optuna.Trial], outcomes: dict[int, Any]) -> None:
+        """Optuna learns how the companions ended (a companion without an outcome failed)."""
+        for t in companions:
+            outcome = outcomes.get(t.number)
+            if outcome is None:
+                t.study.tell(t, state=TrialState.FAIL)
+            elif isinstance(outcome, optuna.TrialPruned):
+                t.study.tell(t, state=TrialState.PRUNED)
+            else:
+                t.study.tell(t, outcome)
+
+    def run_cohort(self, cohort: list[optuna.Trial], run_ids: dict[int, list[str]], outcomes: dict[int, Any]) -> None:
+        """Start, train and end the trials; ``outcomes`` gets, per trial number, its objective
+        value(s) or the ``TrialPruned`` that ended it (recorded in Optuna and MLflow with its reason)."""
+        started: list[_Started] = []
+        for t in cohort:
+            try:
+                started.append(self.start(t, run_ids[t.number]))
+            except optuna.TrialPruned as exc:
+                outcomes[t.number] = self.pruned(t, exc, run_ids[t.number])
+        results = self.train_cohort(started)
+        for s in started:
+            runs = results[s.trial.number]
+            ended = next((r for r in runs if isinstance(r, optuna.TrialPruned)), None)
+            try:
+                if ended is not None:
+                    raise ended
+                outcomes[s.trial.number] = self.complete(s, runs)
+            except optuna.TrialPruned as exc:
+                outcomes[s.trial.number] = self.pruned(s.trial, exc, run_ids[s.trial.number])
+
+    def start(self, trial: optuna.Trial, run_ids: list[str]) -> _Started:
+        """Claim a slot, draw the configuration and open the trial's MLflow runs; ``TrialPruned``
+        when the trial is not needed or its combination of values is invalid."""
+        spec = self.spec
+        self.claim(trial)
+        overrides = self.suggest(trial)
+        twin = self.grid_twin(trial) if spec.is_grid else None
+        if twin is not None:
+            self.give_up(trial, f"surplus: trial {twin} already runs this grid point")
+        try:
+            base = spec.config_for(overrides, seed=spec.seed, device=self.device_name)
+        except gan.ConfigError as exc:
+            raise optuna.TrialPruned(f"invalid combination: {exc}") from exc
+        card = self.evaluation.evaluator.card()
+        record.write(trial, config=base.to_dict(), evaluator=card)
+        tags = {Tag.STUDY_NAME: self.study_name, Tag.TRIAL_NUMBER: str(trial.number), Tag.ROLE: "trial",
+                Tag.TRIAL_STATE: "RUNNING", Tag.CURVES: "true" if spec.repeats == 1 else "false",
+                Tag.EVALUATOR_HASH: card["weights_hash"], **source_tags(f"gan-study run {spec.name}")}
+        sweep = TrialRecord.from_trial(trial).sweep
+        if sweep:
+            tags.update({Tag.SWEEP_POINT: sweep["point"], Tag.SWEEP_FACTOR: sweep["factor"], Tag.SWEEP_VALUE: sweep["value"]})
+        run_id = start_run(self.client, self.experiment_id, run_name(trial.number, trial.params), tags, self.parent_run_id)
+        run_ids.append(run_id)
+        record.write(trial, mlflow_run_id=run_id)
+        params = [Param(k, str(v)) for k, v in base.to_dict().items() if k != "seed"]
+        params.append(Param("seeds", ",".join(str(spec.seed + r) for r in range(spec.repeats))))
+        params += [Param(f"evaluator_{k}", str(v)) for k, v in card.items()]
+        retry(lambda: self.client.log_batch(run_id, params=params))
+        verdict: list[optuna.TrialPruned] = []  # shared by the trial's runs: a pruned trial stops them all
+        runs = []
+        for r in range(spec.repeats):
+            cfg = base.replace(seed=spec.seed + r)
+            target = self.repeat_run(trial, cfg, r, tags, run_ids)
+            runs.append(RunTraining(spec, self.evaluation, self.client, trial, cfg, target, report=r == 0,
+                                    progress_bar=self.progress, verdict=verdict))
+        return _Started(trial, run_ids, runs)
+
+    def train_cohort(self, started: list[_Started]) -> dict[int, list[Any]]:
+        """Train every run of the started trials, those of one shape together in populations of
+        up to ``spec.runs_at_once`` (``gan.population_support``), the others one at a time; per trial
+        number, its runs' final metrics or the ``TrialPruned`` that ended it, in repeat order."""
+        groups: dict[Any, list[RunTraining]] = {}
+        for s in started:
+            for run in s.runs:
+                shape = tuple((k, str(v)) for k, v in run.cfg.to_dict().items() if k not in gan.MEMBER_FIELDS)
+                groups.setdefault(shape if gan.population_support(run.cfg) is None else id(run), []).append(run)
+        results: dict[int, Any] = {}  # id(run) -> its result
+        for group in groups.values():
+            for first in range(0, len(group), self.spec.runs_at_once):
+                chunk = group[first:first + self.spec.runs_at_once]
+                for run in chunk:
+                    if run.report:
+                        record.write(run.trial, population=len(chunk))
+                results.update(zip(map(id, chunk), train_runs(chunk, self.evaluation.data), strict=True))
+        return {s.trial.number: [results[id(run)] for run in s.runs] for s in started}
+
+    def complete(self, started: _Started, results: list[dict[str, Any]]) -> float | tuple[float, ...]:
+        """End a trial whose runs all trained: its summary, and its objective value(s)."""
+        spec, trial, run_id = self.spec, started.trial, started.run_ids[0]
+        summary = summarize(results)
+        record.write(trial, metrics=summary["mean"], metrics_sd=summary["sd"], repeat_metrics=results)
+        if spec.repeats > 1:
+            for target in started.run_ids[1:]:
+                end_run(self.client, target, "COMPLETE", "FINISHED")
+            log_metrics(self.client, run_id, summary["mean"], step=0)
+            log_metrics(self.client, run_id, {f"{k}_sd": v for k, v in summary["sd"].items()}, step=0)
+        values = tuple(summary["mean"][o.metric] for o in spec.objectives)
+        if not all(math.isfinite(v) for v in values):
+            raise optuna.TrialPruned(f"diverged: the objective is not finite: {dict(zip([o.metric for o in spec.objectives], values))}")
+        end_run(self.client, run_id, "COMPLETE", "FINISHED")
+        return values if spec.multi_objective else values[0]
+
+    def pruned(self, trial: optuna.Trial, exc: optuna.TrialPruned, run_ids: list[str]) -> optuna.TrialPruned:
+        reason = str(exc) or "pruned"
+        record.write(trial, reason=reason)
+        for rid in run_ids:
+            end_run(self.client, rid, "PRUNED", "FINISHED", reason)
+        return exc
 
     def record_failure(self, trial: optuna.Trial, exc: BaseException, run_ids: list[str]) -> None:
         reason = failure_reason(exc)
@@ -254,26 +369,6 @@ class TrialRunner:
                 log_artifacts(self.client, run_ids[0], {"error/traceback.txt": lambda p: p.write_text(text)})
         if not interrupted:
             print(f"gan-study: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
-
-    def train_repeats(self, trial: optuna.Trial, base: gan.TrainConfig, tags: dict[str, str], run_ids: list[str]) -> list[dict[str, Any]]:
-        """Train and score each seed, up to ``spec.population`` at once as one population (when
-        the config can: ``gan.population_support``); with several repeats, each in a run of its
-        own under the trial's. The repeats' metrics, in seed order."""
-        spec = self.spec
-        size = spec.population if gan.population_support(base) is None else 1
-        record.write(trial, population=min(size, spec.repeats))
-        results: list[dict[str, Any]] = []
-        for first in range(0, spec.repeats, size):
-            repeats = range(first, min(first + size, spec.repeats))
-            configs = [base.replace(seed=spec.seed + r) for r in repeats]
-            targets = [self.repeat_run(trial, cfg, r, tags, run_ids) for r, cfg in zip(repeats, configs)]
-            runs = [RunTraining(spec, self.evaluation, self.client, trial, cfg, target, report=r == 0, progress_bar=self.progress)
-                    for r, cfg, target in zip(repeats, configs, targets)]
-            results += train_runs(runs, self.evaluation.data)
-            if spec.repeats > 1:
-                for target in targets:
-                    end_run(self.client, target, "COMPLETE", "FINISHED")
-        return results
 
     def repeat_run(self, trial: optuna.Trial, cfg: gan.TrainConfig, r: int, tags: dict[str, str], run_ids: list[str]) -> str:
         """The MLflow run of repeat ``r``: the trial's own when it has one repeat, else a new one under it."""

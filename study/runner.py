@@ -107,7 +107,8 @@ def worker_loop(
     existing = len(open_study(spec, opts.study_name, storage).get_trials(deepcopy=False))
     study = open_study(spec, opts.study_name, storage, offset=1000 * index + existing)
     runner = TrialRunner(spec, opts.stores, opts.study_name, target_trials=opts.target_trials, device=opts.device,
-                         data_dir=opts.data_dir, parent_run_id=parent_run_id, progress=progress, evaluation=evaluation)
+                         data_dir=opts.data_dir, parent_run_id=parent_run_id, progress=progress, evaluation=evaluation,
+                         storage=storage)
     finished: list[FrozenTrial] = []
     failures, told = 0, False
     try:

@@ -25,7 +25,7 @@ from mlflow.entities import Metric, RunTag
 import gan
 
 from .record import Tag
-from .tracking import retry
+from .tracking import creation_race, retry
 
 __all__ = ["CurveLogger", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
 
@@ -102,7 +102,9 @@ def describe_experiment(client, experiment_id: str, description: str, spec_yaml:
     experiment's page shows the study's description and spec."""
     note = (description.strip() + "\n\n" if description.strip() else "") + "Spec:\n\n```yaml\n" + spec_yaml + "```\n"
     for key, value in ((Tag.EXPERIMENT_KIND, "custom_model_development"), (Tag.NOTE, note), (Tag.SPEC, spec_yaml[:5000])):
-        retry(lambda: client.set_experiment_tag(experiment_id, key, value))
+        # Workers starting together set the same tags: on a tracking server backed by PostgreSQL
+        # the loser's INSERT fails on the winner's row ("duplicate key"); set again, it updates.
+        retry(lambda: client.set_experiment_tag(experiment_id, key, value), transient=creation_race)
 
 
 def start_run(client, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:

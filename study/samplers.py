@@ -41,9 +41,12 @@ def make_sampler(spec: StudySpec, offset: int, storage: BaseStorage | None = Non
     # A conditional space changes from trial to trial: group=True models each set of parameters
     # drawn together jointly, instead of falling back to independent sampling for all of them.
     conditional = any(p.when for p in spec.space)
-    with warnings.catch_warnings():  # group: "experimental" since Optuna 2.8
+    with warnings.catch_warnings():  # group and constant_liar: "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, multivariate=True, group=conditional)
+        # Several trials at a time (population): the running ones count as bad, so TPE spreads them.
+        liar = spec.trials_at_once > 1
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials, multivariate=True,
+                                          group=conditional, constant_liar=liar)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

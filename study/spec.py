@@ -38,6 +38,8 @@ SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", "parse_spec"]
 
+AUTO_POPULATION = 8  # a trial's repeats at once, unless the spec says: docs/performance.md
+
 TOP_KEYS = (
     "name", "description", "objective", "sampler", "pruner", "trials", "budget", "evaluation",
     "repeats", "population", "seed", "fixed", "space", "sweep", "enqueue", "claims", "only_factors",
@@ -82,9 +84,11 @@ class StudySpec:
     eval_samples: int = 2000
     final_samples: int = 10_000
     repeats: int = 1
-    population: int = 8
-    """Repeats trained at once as one batched model (``gan.train_population``), where the
-    config allows; 1 trains them one at a time. docs/performance.md measures the default."""
+    population: int | None = None
+    """Training runs trained at once as one batched model (``gan.train_population``), where the
+    configs allow. Unset (``auto``): a trial's repeats, up to 8 at once, and a search's trials
+    one at a time. K: up to K runs at once, and in a search ``K // repeats`` trials asked of
+    Optuna together (TPE then uses its constant liar). 1: everything one at a time."""
     seed: int = 0
     fixed: dict[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
@@ -101,6 +105,18 @@ class StudySpec:
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def runs_at_once(self) -> int:
+        """How many training runs may train as one population."""
+        return self.population or AUTO_POPULATION
+
+    @property
+    def trials_at_once(self) -> int:
+        """How many trials of a search a worker trains together (sweeps and grids: one)."""
+        if self.population is None or self.sweep or self.is_grid:
+            return 1
+        return max(1, self.population // self.repeats)
 
     @property
     def is_grid(self) -> bool:
@@ -203,8 +219,9 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
     _positive_int("trials", trials)
     repeats = raw.get("repeats", 1)
     _positive_int("repeats", repeats)
-    population = raw.get("population", StudySpec.population)
-    _positive_int("population", population)
+    population = raw.get("population", "auto")
+    if population != "auto" and (not isinstance(population, int) or isinstance(population, bool) or population < 1):
+        raise SpecError(f"population must be auto or an int >= 1, got population={population!r}")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise SpecError(f"seed must be an int >= 0, got seed={seed!r}")
@@ -259,7 +276,7 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         eval_samples=evaluation["samples"],
         final_samples=evaluation["final_samples"],
         repeats=repeats,
-        population=population,
+        population=None if population == "auto" else population,
         seed=seed,
         fixed=fixed,
         space=space,

@@ -148,7 +148,7 @@ class Stores:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # Workers starting together on an empty database race to create Optuna's
                 # tables; the losers find them on a second try.
-                return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1, transient=_creation_race)
+                return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1, transient=creation_race)
         except Exception as exc:
             if not create:
                 raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({_first_line(exc)}): run one with 'gan-study run'") from exc
@@ -350,10 +350,13 @@ def retry(fn: Callable[[], T], attempts: int = 5, delay: float = 0.5, transient:
     raise AssertionError("unreachable")
 
 
-def _creation_race(exc: BaseException) -> bool:
-    """Workers creating Optuna's tables at once: the losers' CREATE fails on what the winner made."""
+def creation_race(exc: BaseException) -> bool:
+    """Workers creating a row or table at once (Optuna's tables, an MLflow experiment tag on a
+    tracking server): the loser's INSERT or CREATE fails on what the winner made, and the same
+    call made again finds it there."""
     return is_transient(exc) or any(
-        type(e).__name__ in ("IntegrityError", "ProgrammingError") and re.search(r"already exists|duplicate key", str(e), re.IGNORECASE)
+        type(e).__name__ in ("IntegrityError", "ProgrammingError", "RestException")
+        and re.search(r"already exists|duplicate key", str(e), re.IGNORECASE)
         for e in _chain(exc)
     )
 

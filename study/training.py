@@ -44,9 +44,12 @@ class RunTraining:
     the pruner (a trial's first repeat)."""
 
     def __init__(self, spec: StudySpec, evaluation: Evaluation, client: MlflowClient, trial: optuna.Trial,
-                 cfg: gan.TrainConfig, run_id: str, *, report: bool, progress_bar: bool):
+                 cfg: gan.TrainConfig, run_id: str, *, report: bool, progress_bar: bool,
+                 verdict: list[optuna.TrialPruned] | None = None):
         self.spec, self.ev, self.client, self.trial = spec, evaluation, client, trial
         self.cfg, self.run_id, self.report = cfg, run_id, report
+        # Shared by the runs of one trial: once the pruner stops the trial, its other runs stop too.
+        self.verdict = verdict if verdict is not None else []
         total = cfg.total_steps(len(evaluation.data))
         window = math.ceil(total / MAX_CURVE_POINTS)
         self.curves = CurveLogger(client, run_id, window)
@@ -61,12 +64,16 @@ class RunTraining:
             self.bar = tqdm(total=total, desc=f"trial {trial.number}{seed}", unit="step", leave=False)
 
     def on_records(self, records: gan.Records) -> None:
+        if self.verdict:
+            raise self.verdict[0]
         self.curves(records)
         if self.bar is not None:
             self.bar.update(len(records.steps))
 
     def on_eval(self, point: gan.EvalPoint) -> None:
         spec = self.spec
+        if self.verdict:
+            raise self.verdict[0]
         self.curves.flush()  # training is paused anyway
         images = point.generator(point.fixed_noise)
         log_artifacts(self.client, self.run_id, {f"samples/step_{point.step:06d}.png": lambda p: save_grid(images, p)})
@@ -81,7 +88,8 @@ class RunTraining:
             metric = spec.objectives[0].metric
             self.trial.report(values[metric], point.step)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {point.step}: {metric}={values[metric]:.4g} is behind the other trials")
+                self.verdict.append(optuna.TrialPruned(f"pruned at step {point.step}: {metric}={values[metric]:.4g} is behind the other trials"))
+                raise self.verdict[0]
 
     def close(self) -> None:
         self.curves.flush()
@@ -140,30 +148,35 @@ class RunTraining:
         )
 
 
-def train_runs(runs: Sequence[RunTraining], data: gan.MNIST) -> list[dict[str, Any]]:
-    """Train the runs (one alone, several as one population), score each; their final metrics.
-
-    A run whose training diverges prunes the trial, as it does when the runs train one by one.
+def train_runs(runs: Sequence[RunTraining], data: gan.MNIST) -> list[dict[str, Any] | optuna.TrialPruned]:
+    """Train the runs (one alone, several as one population) and score each: per run, its final
+    metrics, or the ``TrialPruned`` that ends its trial. The pruner stops a trial's runs and
+    no other; a diverged run prunes its trial, whose other runs are then not scored.
     """
     first, spec = runs[0], runs[0].spec
     schedule = {"records_every": first.records_every, "eval_every": spec.eval_every, "eval_at": first.snapshots}
+    stops = (gan.DivergenceError, optuna.TrialPruned)
     try:
         if len(runs) == 1:
-            results: list[gan.TrainResult | gan.DivergenceError] = [
-                gan.train(first.cfg, data, on_records=first.on_records, on_eval=first.on_eval, **schedule)
-            ]
+            try:
+                results: list[Any] = [gan.train(first.cfg, data, on_records=first.on_records, on_eval=first.on_eval, **schedule)]
+            except stops as exc:
+                results = [exc]
         else:
             results = gan.train_population([r.cfg for r in runs], data, on_records=lambda k, rec: runs[k].on_records(rec),
-                                           on_eval=lambda k, point: runs[k].on_eval(point), **schedule)
-    except gan.DivergenceError as exc:
-        raise optuna.TrialPruned(f"diverged: {exc}") from exc
+                                           on_eval=lambda k, point: runs[k].on_eval(point), stop_on=stops, **schedule)
     finally:
         for run in runs:
             run.close()
-    for result in results:
+    ended: dict[int, optuna.TrialPruned] = {}  # trial number -> why it ends
+    for run, result in zip(runs, results, strict=True):
         if isinstance(result, gan.DivergenceError):
-            raise optuna.TrialPruned(f"diverged: {result}") from result
-    return [run.finish(result) for run, result in zip(runs, results, strict=True)]
+            why = optuna.TrialPruned(f"diverged: {result}")
+            why.__cause__ = result
+            ended.setdefault(run.trial.number, why)
+        elif isinstance(result, optuna.TrialPruned):
+            ended.setdefault(run.trial.number, result)
+    return [ended.get(run.trial.number) or run.finish(result) for run, result in zip(runs, results, strict=True)]
 
 
 def _save_npz(path, arrays: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.compat import RetryingGridSampler, metric_history_bulk, stale_trial_ids
+from study.compat import RetryingGridSampler, heartbeat, metric_history_bulk, stale_trial_ids
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,12 @@ def test_stale_trials_of_an_rdb_storage(tmp_path):
     while trial_id not in stale_trial_ids(storage, study_id):
         assert time.monotonic() < deadline, "a trial without heartbeats never became stale"
         time.sleep(0.5)
+    # an asked trial beats while compat.heartbeat's block runs, and is stale again after it
+    with heartbeat(storage, trial):
+        time.sleep(3)  # past the grace period: only the heartbeat keeps it fresh
+        assert trial_id not in stale_trial_ids(storage, study_id)
+    time.sleep(2.5)
+    assert trial_id in stale_trial_ids(storage, study_id)
     no_heartbeat = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'n.db'}")
     optuna.create_study(storage=no_heartbeat, study_name="s").ask()
     assert stale_trial_ids(no_heartbeat, no_heartbeat.get_study_id_from_name("s")) == set()

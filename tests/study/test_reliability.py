@@ -33,10 +33,10 @@ ERROR_PREFIX = "gan-study: error:"
 
 # -- kill -9 mid-trial, then the same command ----------------------------------------------------
 def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, after_complete: int,
-                    sig: signal.Signals = signal.SIGKILL) -> tuple[int, int]:
-    """Start ``command``; once ``after_complete`` trials are COMPLETE and the next one is under
-    way (its MLflow run exists), send ``sig`` to the process. Returns the killed trial's number
-    and the process's exit code.
+                    sig: signal.Signals = signal.SIGKILL, min_running: int = 1) -> tuple[list[int], int]:
+    """Start ``command``; once ``after_complete`` trials are COMPLETE and ``min_running`` more are
+    under way (their MLflow runs exist), send ``sig`` to the process. Returns the numbers of the
+    trials it ran then and the process's exit code.
 
     The deadlines are generous (a busy machine slows everything several times); callers ask for
     the ``evaluator`` fixture so the study does not spend them training the evaluator.
@@ -54,9 +54,9 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
                     trials = []
                 done = sum(t.state.name == "COMPLETE" for t in trials)
                 running = [t for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
-                if done >= after_complete and running:
+                if done >= after_complete and len(running) >= min_running:
                     os.killpg(proc.pid, sig)
-                    return running[0].number, proc.wait(timeout=300)
+                    return [t.number for t in running], proc.wait(timeout=300)
             time.sleep(0.2)
         raise AssertionError("no trial was running in time")
     finally:
@@ -65,10 +65,10 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
             proc.wait(timeout=30)
 
 
-@pytest.mark.parametrize("kind", ["random", "grid"])
+@pytest.mark.parametrize("kind", ["random", "grid", "population"])
 def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kind, evaluator):
-    if kind == "random":
-        spec = write_spec(tmp_path, name="killed", trials=2)
+    if kind in ("random", "population"):  # population: both trials train together, both die, both are retried together
+        spec = write_spec(tmp_path, name="killed", trials=2, population=2 if kind == "population" else None)
         points = None
     else:  # the retry and the fresh trials after it must not repeat a point
         spec = write_spec(tmp_path, name="killed", sampler="grid", trials=None,
@@ -76,31 +76,38 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
         points = [(o, r) for o in ("adam", "rmsprop") for r in (0.9, 1.0)]
     workdir = tmp_path / "gan-study-runs"
     command = ["run", str(spec), "--quiet"]
-    killed, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=1)
+    population = kind == "population"
+    running, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=0 if population else 1, min_running=2 if population else 1)
 
     again = gan_study(*command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr
     trials = journal_study(workdir, "killed").get_trials()
     by_number = {t.number: t for t in trials}
-    dead = by_number[killed]
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"].startswith("worker died")
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed]
-    assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == dead.params
+    if kind == "population":
+        assert sorted(running) == [0, 1] and all(by_number[n].user_attrs["population"] == 2 for n in running)
+    else:
+        assert len(running) == 1
+    for killed in running:
+        dead = by_number[killed]
+        assert dead.state.name == "FAIL" and dead.user_attrs["reason"].startswith("worker died")
+        retries = [t for t in trials if t.user_attrs.get("retry_of") == killed]
+        assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == dead.params
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     target = len(points) if points else 2
     assert len(complete) == target, [(t.number, t.state.name, t.params) for t in trials]
-    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials) and len(trials) == target + 1
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials) and len(trials) == target + len(running)
     if points:  # each grid point exactly once among the finished trials
         assert sorted((t.params["optimizer"], t.params["real_label"]) for t in complete) == sorted(points)
 
     client, runs = mlflow_runs(workdir, "killed")
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]  # the dead invocation's run too
-    killed_run = client.get_run(dead.user_attrs["mlflow_run_id"])
-    assert killed_run.info.status == "KILLED"
-    assert killed_run.data.tags["optuna.trial_state"] == "FAIL" and killed_run.data.tags["gan_study.reason"].startswith("worker died")
+    for killed in running:
+        killed_run = client.get_run(by_number[killed].user_attrs["mlflow_run_id"])
+        assert killed_run.info.status == "KILLED"
+        assert killed_run.data.tags["optuna.trial_state"] == "FAIL" and killed_run.data.tags["gan_study.reason"].startswith("worker died")
     trial_runs = [r for r in runs if r.data.tags.get("gan_study.role") == "trial"]
-    assert sorted(r.info.status for r in trial_runs) == ["FINISHED"] * target + ["KILLED"]
+    assert sorted(r.info.status for r in trial_runs) == ["FINISHED"] * target + ["KILLED"] * len(running)
     invocations = sorted(r.info.status for r in runs if r.data.tags.get("gan_study.role") == "invocation")
     assert invocations == ["FINISHED", "KILLED"]
 
@@ -111,8 +118,8 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
 def test_sigterm_marks_the_running_trial_failed_in_both_stores_at_once(tmp_path, evaluator):
     spec = write_spec(tmp_path, name="stopped", trials=2)
     workdir = tmp_path / "gan-study-runs"
-    stopped, code = _kill_mid_trial(["run", str(spec), "--quiet"], tmp_path, workdir, "stopped", after_complete=0,
-                                    sig=signal.SIGTERM)
+    (stopped,), code = _kill_mid_trial(["run", str(spec), "--quiet"], tmp_path, workdir, "stopped", after_complete=0,
+                                       sig=signal.SIGTERM)
     assert code == 130
     # no rerun: the process itself recorded the stop before it exited
     trial = journal_study(workdir, "stopped").trials[stopped]

@@ -94,6 +94,17 @@ def test_scientific_notation_reads_as_numbers(tmp_path):
     assert spec.fixed["lr_g"] == 2e-4 and spec.space[0].low == 1e-5
 
 
+def test_population_decides_the_runs_and_search_trials_at_once():
+    auto = parse_spec(BASE)
+    assert (auto.population, auto.runs_at_once, auto.trials_at_once) == (None, 8, 1)
+    assert parse_spec({**BASE, "population": "auto"}).population is None
+    four = parse_spec({**BASE, "population": 4, "repeats": 2})
+    assert (four.runs_at_once, four.trials_at_once) == (4, 2)
+    assert parse_spec({**BASE, "population": 3, "repeats": 5}).trials_at_once == 1
+    grid = parse_spec({**BASE, "population": 4, "sampler": "grid", "space": {"optimizer": ["adam", "sgd"]}})
+    assert grid.trials_at_once == 1  # grids and sweeps: one point at a time
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -108,6 +119,8 @@ def test_scientific_notation_reads_as_numbers(tmp_path):
         ({"space": {"lr_g": {"low": 1e-4, "high": float("inf")}}}, "space.lr_g.high must be a finite number"),
         ({"space": {"beta1": [0.5, 1.0]}}, r"space.beta1: value 1.0 is invalid in every combination: beta1 must be in \[0.0, 1.0\)"),
         ({"trials": "ten"}, "trials must be an int >= 1, got trials='ten'"),
+        ({"population": 0}, "population must be auto or an int >= 1, got population=0"),
+        ({"population": "all"}, "population must be auto or an int >= 1, got population='all'"),
         ({"sampler": "bayes"}, "sampler must be one of tpe, random, grid, nsga2, cmaes; got sampler='bayes'"),
         ({"pruner": "asha"}, "pruner must be one of none, median, hyperband"),
         ({"objective": "accuracy"}, "objective metric must be one of"),

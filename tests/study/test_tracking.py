@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from study.names import UnsafePathError, check_name, inside, refuse_links
-from study.tracking import Stores, is_transient, retry
+from study.tracking import Stores, creation_race, is_transient, retry
 
 
 class Calls:
@@ -112,6 +112,23 @@ def test_a_programming_error_wrapped_by_mlflow_propagates_at_once():
 
     fn = Calls(wrapped)
     with pytest.raises(MlflowException):
+        retry(fn, delay=0)
+    assert fn.count == 1
+
+
+def test_a_write_race_on_a_tracking_server_is_made_again_and_only_with_creation_race():
+    """Workers setting one experiment tag at once on a PostgreSQL-backed server: the loser gets
+    HTTP 400 with the database's duplicate-key error, and the same call made again succeeds."""
+    from mlflow.exceptions import RestException
+
+    def lost():
+        raise RestException({"error_code": "BAD_REQUEST", "message": "(psycopg.errors.UniqueViolation) duplicate key value "
+                             'violates unique constraint "experiment_tag_pk"'})
+
+    fn = Calls(lost)
+    assert retry(fn, delay=0, transient=creation_race) == "ok" and fn.count == 2
+    fn = Calls(lost)
+    with pytest.raises(RestException):  # only where the caller says a second write finds the first
         retry(fn, delay=0)
     assert fn.count == 1
 

@@ -1,4 +1,7 @@
-"""Repeats trained as one population: the same runs, curves and scores as one at a time."""
+"""Repeats and search trials trained as one population: the same runs, curves and scores as one
+at a time, and pruning per member."""
+
+import statistics
 
 import pytest
 
@@ -39,3 +42,43 @@ def test_repeats_train_as_one_population_with_one_run_each_as_when_one_at_a_time
         assert len(client.get_metric_history(run.info.run_id, "g_loss")) > 0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "final")}
         assert "final/samples_20.png" in artifacts and "final/metrics.json" in artifacts
+
+
+def _cohort(tmp_path, name: str, population: int, lrs: list[float], **changes):
+    work = tmp_path / name
+    spec = write_spec(tmp_path, name=name, trials=len(lrs), population=population, budget={"steps": 40},
+                      evaluation={"every": 20, "samples": 500, "final_samples": 500},
+                      enqueue=[{"lr_g": lr} for lr in lrs], fixed={"batch_size": 64, "lr_d": 1e-3},
+                      space={"lr_g": {"low": 1e-8, "high": 1e-2, "log": True}}, **changes)
+    done = gan_study("run", str(spec), "--workdir", str(work), "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = mlflow_runs(work, name)
+    by_trial = {int(r.data.tags["optuna.trial_number"]): r for r in runs if r.data.tags.get("gan_study.role") == "trial"}
+    return journal_study(work, name).trials, client, by_trial
+
+
+def test_a_search_trains_its_trials_together_each_as_alone_and_prunes_each_on_its_own(tmp_path):
+    lrs = [1e-3, 7e-4, 5e-4]
+    together, client, runs = _cohort(tmp_path, "cohort", 3, lrs)
+    alone, _, _ = _cohort(tmp_path, "alone", 1, lrs)
+    assert [t.user_attrs["population"] for t in together] == [3, 3, 3]
+    assert [t.user_attrs["population"] for t in alone] == [1, 1, 1]
+    for a, b in zip(together, alone, strict=True):
+        assert a.state.name == b.state.name == "COMPLETE" and a.params == b.params
+        assert a.value == pytest.approx(b.value, rel=1e-2, abs=1e-3)  # float rounding: batched vs single matmuls
+        assert [m.step for m in client.get_metric_history(runs[a.number].info.run_id, "fd")] == [0, 20, 40]
+
+    # Trials 3-5 train as the second population, judged by the median pruner at step 20 against
+    # trials 0-2 (20 steps from the start, FD is worse for higher lr_g: 1e-7 stays near the
+    # untrained G's): each member is pruned or goes on by its own value, in one population.
+    trials, client, runs = _cohort(tmp_path, "pruned", 3, [*lrs, 2e-7, 1e-3 * 1.01, 5e-4 * 1.01],
+                                   pruner={"name": "median", "warmup_evals": 0, "startup_trials": 1})
+    assert [t.user_attrs["population"] for t in trials] == [3] * 6
+    median = statistics.median(t.intermediate_values[20] for t in trials[:3])
+    for t in trials[3:]:
+        assert (t.state.name == "PRUNED") == (t.intermediate_values[20] > median), (t.number, t.intermediate_values, median)
+    assert {t.state.name for t in trials[3:]} == {"PRUNED", "COMPLETE"}
+    for t in trials:
+        steps = [m.step for m in client.get_metric_history(runs[t.number].info.run_id, "fd")]
+        assert steps == ([0, 20, 40] if t.state.name == "COMPLETE" else [0, 20]), t.number
+        assert runs[t.number].data.tags["optuna.trial_state"] == t.state.name
