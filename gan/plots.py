@@ -10,6 +10,29 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")  # files only, no display
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int, **savefig: object) -> None:
+    """A matplotlib figure as a 256-colour PNG (:func:`compact_png`), then closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, facecolor="white", **savefig)
+    plt.close(fig)
+    compact_png(buffer, path)
+
+
+def compact_png(source, path: str | os.PathLike) -> None:
+    """The image ``source`` (a path or a binary file) as a 256-colour PNG at ``path``: flat plots
+    and grey digits lose nothing visible, and the files (and the report PDFs that embed them)
+    are about 2.5x smaller than matplotlib's RGBA PNGs."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        flat = image.convert("RGB")
+    flat.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, format="PNG", optimize=True)
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> None:
     """A PNG grid of images in [-1, 1]."""
     from torchvision.utils import save_image
@@ -47,8 +70,7 @@ def labelled_samples(images: torch.Tensor, labels: Sequence[int], path: str | os
         if row_titles and i % ncol == 0 and i // ncol < len(row_titles):
             ax.set_ylabel(row_titles[i // ncol], fontsize=8, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def class_histogram(counts: Sequence[int], path: str | os.PathLike, title: str = "Predicted digit of generated samples") -> None:
@@ -65,5 +87,4 @@ def class_histogram(counts: Sequence[int], path: str | os.PathLike, title: str =
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

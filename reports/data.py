@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from gan import metrics as gm
 from gan.errors import GanStudyError
+from gan.plots import compact_png
 from study.compat import metric_history_bulk
 from study.record import StudyAttrs, Tag, TrialRecord
 
@@ -364,7 +365,10 @@ def copy_best_artifacts(client, run_id: str, figures: Path) -> dict[str, Path]:
             if not local.is_file() or local.stat().st_size == 0:
                 continue
             target = figures / f"best_{kind}{local.suffix}"
-            target.write_bytes(local.read_bytes())
+            if local.suffix == ".png":  # runs of older versions logged RGBA pictures
+                compact_png(local, target)
+            else:
+                target.write_bytes(local.read_bytes())
             out[kind] = target
     return out
 

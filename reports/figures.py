@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -16,12 +15,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .analysis import Factor, level_estimate  # noqa: E402
 from gan import metrics as gm  # noqa: E402
+from gan.plots import save_figure  # noqa: E402
 
 from .data import StudyData, finite  # noqa: E402
 
@@ -43,14 +42,7 @@ def slug(text: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    """The figure as a 256-colour PNG: flat plots and grey digits lose nothing visible, and the
-    files (and the PDF that embeds them) shrink about 2.5x (RGBA's alpha channel and 24-bit
-    colour were most of the 6.4 MB of the seeds report)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=DPI, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
-    image = Image.open(buffer).convert("RGB")
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, format="PNG", optimize=True)
+    save_figure(fig, path, dpi=DPI, bbox_inches="tight")
     return path
 
 
