@@ -33,10 +33,12 @@ ERROR_PREFIX = "gan-study: error:"
 
 # -- kill -9 mid-trial, then the same command ----------------------------------------------------
 def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, after_complete: int,
-                    sig: signal.Signals = signal.SIGKILL, min_running: int = 1) -> tuple[list[int], int]:
+                    sig: signal.Signals = signal.SIGKILL, min_running: int = 1,
+                    under_way: str = "mlflow_run_id") -> tuple[list[int], int]:
     """Start ``command``; once ``after_complete`` trials are COMPLETE and ``min_running`` more are
-    under way (their MLflow runs exist), send ``sig`` to the process. Returns the numbers of the
-    trials it ran then and the process's exit code.
+    under way (they carry the user attribute ``under_way``: by default their MLflow run exists),
+    send ``sig`` to the process. Returns the numbers of the trials it ran then and the process's
+    exit code.
 
     The deadlines are generous (a busy machine slows everything several times); callers ask for
     the ``evaluator`` fixture so the study does not spend them training the evaluator.
@@ -53,7 +55,7 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
                 except KeyError:  # the study is not created yet
                     trials = []
                 done = sum(t.state.name == "COMPLETE" for t in trials)
-                running = [t for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+                running = [t for t in trials if t.state.name == "RUNNING" and under_way in t.user_attrs]
                 if done >= after_complete and len(running) >= min_running:
                     os.killpg(proc.pid, sig)
                     return [t.number for t in running], proc.wait(timeout=300)
@@ -77,7 +79,9 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path, kin
     workdir = tmp_path / "gan-study-runs"
     command = ["run", str(spec), "--quiet"]
     population = kind == "population"
-    running, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=0 if population else 1, min_running=2 if population else 1)
+    # a population is under way once it trains: its trials' runs are opened one after the other before
+    running, _ = _kill_mid_trial(command, tmp_path, workdir, "killed", after_complete=0 if population else 1,
+                                 min_running=2 if population else 1, under_way="population" if population else "mlflow_run_id")
 
     again = gan_study(*command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
