@@ -15,7 +15,7 @@ from .config import FIELDS, TrainConfig
 from .data import MNIST, load_mnist, resolve_data_dir
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GanStudyError
 from .models import build_models
-from .population import MEMBER_FIELDS, population_support, train_population
+from .population import MEMBER_FIELDS, population_support, shape_key, train_population
 from .sampling import arithmetic_rows, generate, interpolate, interpolation_rows, latent_arithmetic
 from .train import RECORD_KEYS, EvalPoint, Records, TrainResult, train
 
@@ -46,6 +46,7 @@ __all__ = [
     "resolve_data_dir",
     "population_support",
     "save_checkpoint",
+    "shape_key",
     "train",
     "train_population",
 ]

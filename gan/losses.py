@@ -65,12 +65,15 @@ def g_loss(cfg: TrainConfig, fake_out: torch.Tensor, real_label: Label | None = 
     return -_sign(cfg) * fake_out.mean(-1)  # hinge and wgan-gp
 
 
-def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP penalty: (||grad D(x_hat)|| - 1)^2 on random interpolates (Gulrajani et al.)."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty (Gulrajani et al.): (||grad D(x_hat)|| - 1)^2 on the interpolates
+    x_hat = alpha real + (1 - alpha) fake, averaged over the last dim of D's outputs: a scalar
+    for one GAN's (B,), one per member for a population's (K, B). ``alpha`` has the outputs'
+    shape followed by ones."""
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    scores = critic(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return (grad.flatten(scores.dim()).norm(dim=-1) - 1).pow(2).mean(-1)
 
 
 def realness(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The training loop: d_steps D updates, then g_steps G updates, per iteration.
+"""The training loop: d_steps D updates, then g_steps G updates, per iteration, for one GAN
+(``train``) or K of one shape in lockstep (``gan.population``): the same loop over K members.
 
 Per-step records stay on the device and reach the host once every ``records_every`` steps,
 so the hot loop has no host sync. docs/performance.md explains each speed choice with its
@@ -7,9 +8,11 @@ measured gain (``python -m benchmarks.throughput``).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -73,6 +76,69 @@ def _optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, fused=True)
 
 
+class Members(Protocol):
+    """K GANs as the loop trains them: one batched G and D over a leading member dimension.
+
+    ``train`` has one member (:class:`_Solo`, the config's own modules); ``gan.population``
+    batches K of one shape. Optimizers need only ``zero_grad()`` and ``step()``.
+    """
+
+    image_shape: tuple[int, ...]
+    """One image as G draws it and D reads it."""
+    critic: nn.Module
+    """D's parameters' owner (frozen during G's update)."""
+    opt_g: Any
+    opt_d: Any
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """(K, B, latent) noise -> (K, B, *image_shape) images in the data's range."""
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, N, *image_shape) images -> (K, N) raw outputs."""
+
+    def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """WGAN-GP's gradient penalty (K,) on (K, B, *image_shape) real and fake images."""
+
+    def freeze(self, k: int) -> None:
+        """Member k stops: its weights change no more."""
+
+    def member(self, k: int) -> tuple[nn.Module, nn.Module]:
+        """Member k's own G and D (with its current weights), as callbacks and results see them."""
+
+
+class _Solo:
+    """One GAN as a population of one: the config's own modules (compiled when asked) and optimizers."""
+
+    image_shape = (1, 28, 28)
+
+    def __init__(self, configs: Sequence[TrainConfig], device: torch.device):
+        (cfg,) = configs
+        torch.manual_seed(cfg.seed)  # weights and dropout masks
+        G, D = build_models(cfg)
+        self.G, self.D, self.critic = G.to(device).train(), D.to(device).train(), D
+        # D is shown G's images in the data's range (G.raw); callbacks get G itself, whose
+        # forward maps them to [-1, 1] for scoring.
+        self.g_run, self.d_run = (torch.compile(G.raw), torch.compile(D)) if cfg.compile else (G.raw, D)
+        self.opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
+        self.opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.g_run(z[0]).unsqueeze(0)
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d_run(x[0]).unsqueeze(0)
+
+    def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        alpha = torch.rand(real.shape[1], 1, 1, 1, device=real.device)  # from the global RNG, as dropout's masks
+        return gradient_penalty(self.D, real[0], fake[0], alpha).unsqueeze(0)  # double backward: uncompiled D
+
+    def freeze(self, k: int) -> None:
+        pass  # its only member stopped: the loop ends
+
+    def member(self, k: int) -> tuple[nn.Module, nn.Module]:
+        return self.G, self.D
+
+
 def train(
     cfg: TrainConfig,
     data: MNIST,
@@ -91,7 +157,36 @@ def train(
     caller evaluates the result itself). A non-finite loss, or one beyond ``cfg.loss_bound``, raises
     :class:`DivergenceError` with the first bad step.
     """
+    (result,) = train_members(
+        [cfg], data, _Solo,
+        on_records=None if on_records is None else lambda _, records: on_records(records),
+        records_every=records_every,
+        on_eval=None if on_eval is None else lambda _, point: on_eval(point),
+        eval_every=eval_every, eval_at=eval_at,
+    )
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def train_members(
+    configs: Sequence[TrainConfig],
+    data: MNIST,
+    build: Callable[[Sequence[TrainConfig], torch.device], Members],
+    *,
+    on_records: Callable[[int, Records], None] | None = None,
+    records_every: int = 50,
+    on_eval: Callable[[int, EvalPoint], None] | None = None,
+    eval_every: int | None = None,
+    eval_at: Collection[int] = (),
+    stop_on: tuple[type[BaseException], ...] = (),
+) -> list[TrainResult | BaseException]:
+    """The training loop, for the members ``build(configs, device)`` makes: ``train`` and
+    ``train_population`` in one. Per member, its result or the exception that stopped it (its
+    :class:`DivergenceError`, or one of ``stop_on`` from its callback); the configs share every
+    shape field, so ``configs[0]`` stands for all of them in those."""
     _check_schedule(records_every, eval_every)
+    cfg, K = configs[0], len(configs)
     device = cfg.resolved_device()
     B, latent = cfg.real_batch, cfg.latent_dim  # real images per D update, and as many fakes
     if len(data) < B:
@@ -100,49 +195,62 @@ def train(
     n_batches = len(data) // B
     total = cfg.total_steps(len(data))
 
-    torch.manual_seed(cfg.seed)  # weights and dropout masks
-    G, D = build_models(cfg)
-    G.to(device).train()
-    D.to(device).train()
-    rng = torch.Generator(device=device).manual_seed(cfg.seed)  # noise and batch order
-    fixed_noise = draw_noise(cfg.noise, FIXED_NOISE, latent, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
-    opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
-    # D is shown G's images in the data's range (G.raw); callbacks get G itself, whose forward
-    # maps them to [-1, 1] for scoring.
-    G_run, D_run = (torch.compile(G.raw), torch.compile(D)) if cfg.compile else (G.raw, D)
+    nets = build(configs, device)
+    rngs = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]  # noise and batch order
+    fixed_noise = [
+        draw_noise(c.noise, FIXED_NOISE, latent, generator=torch.Generator().manual_seed(c.seed)).to(device)
+        for c in configs
+    ]
+    real_label = torch.tensor([float(c.real_label) for c in configs], device=device).unsqueeze(1)  # (K, 1)
+    gp_weight = torch.tensor([c.gp_weight for c in configs], device=device)
+    each = torch.ones(K, device=device)  # d(total loss)/d(member's loss): members share no weights
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
-    # D's input is one buffer: the real batch is written into its first half and the fakes are
-    # copied into its second half, so no torch.cat of both is built per step.
-    pair = torch.empty(2 * B, 1, *data.images.shape[1:], device=device)
-    real, fake_slot = pair[:B], pair[B:]
+    # D's input is one buffer: each member's real batch is written into its first half and the
+    # fakes are copied into its second half, so no torch.cat of both is built per step.
+    pair = torch.empty(K, 2 * B, *nets.image_shape, device=device)
+    real, fake_slot = pair[:, :B], pair[:, B:]
     divisor, offset = SCALINGS[cfg.data_scaling]
-    order = torch.empty(0, dtype=torch.long, device=device)
+    orders: list[torch.Tensor] = []
     cursor = n_batches  # forces a fresh permutation on the first batch
 
     def next_real() -> torch.Tensor:
-        nonlocal order, cursor
-        if cursor == n_batches:  # a new epoch: reshuffle on the device
-            order, cursor = torch.randperm(len(data), generator=rng, device=device), 0
-        idx = order[cursor * B : (cursor + 1) * B]
+        nonlocal orders, cursor
+        if cursor == n_batches:  # a new epoch: each member reshuffles on the device
+            orders, cursor = [torch.randperm(len(data), generator=r, device=device) for r in rngs], 0
+        idx = torch.cat([o[cursor * B : (cursor + 1) * B] for o in orders])
         cursor += 1
         # scale(data.images[idx], cfg.data_scaling), bit for bit, written in place:
         # index_select is much faster than images[idx] on the CPU.
-        rows = data.images.index_select(0, idx).unsqueeze(1)
+        rows = data.images.index_select(0, idx).view(real.shape)
         return real.copy_(rows).div_(divisor).sub_(offset)
 
     def noise() -> torch.Tensor:
-        return draw_noise(cfg.noise, B, latent, generator=rng, device=device)
+        return torch.stack([draw_noise(cfg.noise, B, latent, generator=r, device=device) for r in rngs])
 
     # Per step only references are kept (no extra kernels); the records are computed for a
     # whole block at once when it reaches the host.
-    step_losses: list[torch.Tensor] = []  # (g_loss, d_loss) of each step
-    step_outs: list[torch.Tensor] = []  # D's raw outputs on the last D step's real and fake images
-    history: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
+    step_losses: list[torch.Tensor] = []  # (K, 2): each member's g_loss and d_loss
+    step_outs: list[torch.Tensor] = []  # (K, 2B): D's raw outputs on the last D step's real and fake images
+    history: list[dict[str, list[float]]] = [{key: [] for key in RECORD_KEYS} for _ in configs]
+    errors: list[BaseException | None] = [None] * K
     block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
     evals = _eval_steps(total, on_eval, eval_every, eval_at)
+
+    def live() -> list[int]:
+        return [k for k in range(K) if errors[k] is None]
+
+    def stop(k: int, why: BaseException) -> None:
+        errors[k] = why  # frozen: its weights stop changing, the others go on
+        nets.freeze(k)
+
+    @contextlib.contextmanager
+    def stopping(k: int) -> Iterator[None]:
+        try:
+            yield
+        except stop_on as exc:
+            stop(k, exc)
 
     def flush(step: int) -> None:
         nonlocal block_start, train_seconds
@@ -155,64 +263,71 @@ def train(
         elapsed = time.perf_counter() - block_start
         train_seconds += elapsed
         first = step - filled + 1
-        error = divergence(block, first, bound)
-        if error is not None:
-            raise error
-        values = {k: block[:, i].tolist() for i, k in enumerate(RECORD_KEYS)}
-        for k, v in values.items():
-            history[k].extend(v)
-        if on_records is not None:
-            rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)
-            on_records(Records(list(range(first, step + 1)), values, rate, train_seconds))
+        for k in live():
+            rows = block[:, k]
+            diverged = divergence(rows, first, bound)
+            if diverged is not None:
+                stop(k, diverged)
+                continue
+            values = {key: rows[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
+            for key, v in values.items():
+                history[k][key].extend(v)
+            if on_records is not None:
+                rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)  # per member
+                with stopping(k):
+                    on_records(k, Records(list(range(first, step + 1)), values, rate, train_seconds))
         block_start = time.perf_counter()
 
     def evaluate(step: int) -> None:
         nonlocal eval_seconds, block_start
         eval_start = time.perf_counter()
-        G.eval()
-        D.eval()
-        with torch.no_grad():
-            on_eval(EvalPoint(step, G, D, fixed_noise, cfg, train_seconds))
-        G.train()
-        D.train()
+        for k in live():
+            G, D = nets.member(k)
+            G.eval()
+            D.eval()
+            with torch.no_grad(), stopping(k):
+                on_eval(k, EvalPoint(step, G, D, fixed_noise[k], configs[k], train_seconds))
+            G.train()
+            D.train()
         eval_seconds += time.perf_counter() - eval_start
         block_start = time.perf_counter()
 
     if 0 in evals:
         evaluate(0)
     for step in range(1, total + 1):
+        if not live():
+            break
         # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
         #     Only the last D step builds G's graph: its fakes are reused by the first G step.
         for k in range(cfg.d_steps):
             next_real()
             keep_graph = k == cfg.d_steps - 1
             with torch.set_grad_enabled(keep_graph), autocast:
-                fake = G_run(noise())
+                fake = nets.generate(noise())
             fake_slot.copy_(fake.detach())
             with autocast:
-                out = D_run(pair).float()  # real images, then fakes
-                real_out, fake_out = out[:B], out[B:]
-                loss_d = d_loss(cfg, real_out, fake_out)
-            if cfg.loss == "wgan-gp":  # double backward: uncompiled D, full precision
-                loss_d = loss_d + cfg.gp_weight * gradient_penalty(D, real, fake_slot)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+                out = nets.discriminate(pair).float()  # (K, 2B): real images, then fakes
+                losses_d = d_loss(cfg, out[:, :B], out[:, B:], real_label)  # (K,)
+            if cfg.loss == "wgan-gp":  # double backward, full precision
+                losses_d = losses_d + gp_weight * nets.penalty(real, fake_slot)
+            nets.opt_d.zero_grad()
+            losses_d.backward(each)
+            nets.opt_d.step()
 
         # (2) Update G: push D(G(z)) toward "real", g_steps times; D's weights get no grads.
-        D.requires_grad_(False)
+        nets.critic.requires_grad_(False)
         for k in range(cfg.g_steps):
             if k > 0:
                 with autocast:
-                    fake = G_run(noise())
+                    fake = nets.generate(noise())
             with autocast:
-                loss_g = g_loss(cfg, D_run(fake).float())
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-        D.requires_grad_(True)
+                losses_g = g_loss(cfg, nets.discriminate(fake).float(), real_label)
+            nets.opt_g.zero_grad()
+            losses_g.backward(each)
+            nets.opt_g.step()
+        nets.critic.requires_grad_(True)
 
-        step_losses.append(torch.stack([loss_g.detach(), loss_d.detach()]))
+        step_losses.append(torch.stack([losses_g.detach(), losses_d.detach()], dim=1))
         step_outs.append(out.detach())
         at_eval = step in evals
         if len(step_losses) == records_every or step == total or at_eval:
@@ -220,20 +335,18 @@ def train(
         if at_eval:
             evaluate(step)
 
-    G.eval()
-    D.eval()
-    return TrainResult(
-        config=cfg,
-        generator=G,
-        discriminator=D,
-        device=device,
-        steps=total,
-        seconds=train_seconds,
-        eval_seconds=eval_seconds,
-        images_per_sec=total * B * cfg.d_steps / max(train_seconds, 1e-9),
-        fixed_noise=fixed_noise,
-        history=history,
-    )
+    results: list[TrainResult | BaseException] = []
+    for k, c in enumerate(configs):
+        G, D = nets.member(k)
+        G.eval()
+        D.eval()
+        results.append(errors[k] or TrainResult(
+            config=c, generator=G, discriminator=D, device=device, steps=total,
+            seconds=train_seconds, eval_seconds=eval_seconds,
+            images_per_sec=total * B * cfg.d_steps / max(train_seconds, 1e-9),
+            fixed_noise=fixed_noise[k], history=history[k],
+        ))
+    return results
 
 
 def _check_schedule(records_every: int, eval_every: int | None) -> None:

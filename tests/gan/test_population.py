@@ -15,7 +15,7 @@ def _members(smoothing: float = 0.9, **shared):
     return [
         base.replace(seed=1),
         base.replace(seed=2, lr_g=1e-3, lr_d=5e-4, beta1=0.9, beta2=0.99, d_dropout=0.0, real_label=smoothing),
-        base.replace(seed=3, d_dropout=0.5, momentum=0.5),
+        base.replace(seed=3, d_dropout=0.5, momentum=0.5, gp_weight=5.0),
     ]
 
 
@@ -44,9 +44,10 @@ def test_each_member_trains_as_its_solo_run(data, optimizer):
         _assert_same_run(member, train(cfg, data, records_every=7))
 
 
-@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge"])
+@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge", "wgan-gp"])
 def test_every_loss_gives_each_member_its_solo_run(data, loss):
-    configs = _members(loss=loss, smoothing=1.0 if loss == "hinge" else 0.9)  # hinge has no targets to smooth
+    # hinge and wgan-gp have no targets to smooth; wgan-gp's members differ in gp_weight too
+    configs = _members(loss=loss, smoothing=1.0 if loss in ("hinge", "wgan-gp") else 0.9)
     for cfg, member in zip(configs, train_population(configs, data), strict=True):
         _assert_same_run(member, train(cfg, data))
 
