@@ -202,10 +202,10 @@ class TrialRunner:
 
     # -- the trial and its cohort ---------------------------------------------------------------------
     def companions(self, leader: optuna.Trial) -> list[optuna.Trial]:
-        """More trials of a search to train with ``leader``, asked of Optuna now (the sampler's
-        constant liar keeps them apart): ``spec.trials_at_once`` in all, never more than the
-        study's free slots. Sweeps and grids run one point at a time: their workers race for
-        points (``grid_twin``), one trial each."""
+        """More trials to train with ``leader``, asked of Optuna now: ``spec.trials_at_once`` in
+        all, never more than the study's free slots. A search's sampler keeps them apart with its
+        constant liar; a grid (or sweep) hands out its points in trial-number order, so they are
+        the next points (``grid_twin`` still settles races between workers)."""
         size = self.spec.trials_at_once
         if size <= 1:
             return []
@@ -264,14 +264,15 @@ class TrialRunner:
                 outcomes[t.number] = self.pruned(t, exc, run_ids[t.number])
         results = self.train_cohort(started)
         for s in started:
-            runs = results[s.trial.number]
+            number, runs = s.trial.number, results[s.trial.number]
             ended = next((r for r in runs if isinstance(r, optuna.TrialPruned)), None)
-            try:
-                if ended is not None:
-                    raise ended
-                outcomes[s.trial.number] = self.complete(s, runs)
-            except optuna.TrialPruned as exc:
-                outcomes[s.trial.number] = self.pruned(s.trial, exc, run_ids[s.trial.number])
+            if ended is None:
+                try:
+                    outcomes[number] = self.complete(s, runs)
+                    continue
+                except optuna.TrialPruned as exc:  # an objective that is not finite
+                    ended = exc
+            outcomes[number] = self.pruned(s.trial, ended, run_ids[number])
 
     def start(self, trial: optuna.Trial, run_ids: list[str]) -> _Started:
         """Claim a slot, draw the configuration and open the trial's MLflow runs; ``TrialPruned``
@@ -317,8 +318,8 @@ class TrialRunner:
         groups: dict[Any, list[RunTraining]] = {}
         for s in started:
             for run in s.runs:
-                shape = tuple((k, str(v)) for k, v in run.cfg.to_dict().items() if k not in gan.MEMBER_FIELDS)
-                groups.setdefault(shape if gan.population_support(run.cfg) is None else id(run), []).append(run)
+                alone = gan.population_support(run.cfg) is not None
+                groups.setdefault(id(run) if alone else gan.shape_key(run.cfg), []).append(run)
         results: dict[int, Any] = {}  # id(run) -> its result
         for group in groups.values():
             for first in range(0, len(group), self.spec.runs_at_once):

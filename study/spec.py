@@ -86,9 +86,10 @@ class StudySpec:
     repeats: int = 1
     population: int | None = None
     """Training runs trained at once as one batched model (``gan.train_population``), where the
-    configs allow. Unset (``auto``): a trial's repeats, up to 8 at once, and a search's trials
-    one at a time. K: up to K runs at once, and in a search ``K // repeats`` trials asked of
-    Optuna together (TPE then uses its constant liar). 1: everything one at a time."""
+    configs allow. Unset (``auto``): a trial's repeats, up to 8 at once, and trials one at a
+    time. K: up to K runs at once, from ``K // repeats`` trials asked of Optuna together (a
+    search's TPE then uses its constant liar; a sweep's or grid's are its next points, grouped
+    by shape). 1: everything one at a time."""
     seed: int = 0
     fixed: dict[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
@@ -113,8 +114,9 @@ class StudySpec:
 
     @property
     def trials_at_once(self) -> int:
-        """How many trials of a search a worker trains together (sweeps and grids: one)."""
-        if self.population is None or self.sweep or self.is_grid:
+        """How many trials a worker trains together: with ``population: K``, as many as K runs
+        hold; with ``auto``, one (its repeats still train as one population)."""
+        if self.population is None:
             return 1
         return max(1, self.population // self.repeats)
 

@@ -102,7 +102,8 @@ def test_population_decides_the_runs_and_search_trials_at_once():
     assert (four.runs_at_once, four.trials_at_once) == (4, 2)
     assert parse_spec({**BASE, "population": 3, "repeats": 5}).trials_at_once == 1
     grid = parse_spec({**BASE, "population": 4, "sampler": "grid", "space": {"optimizer": ["adam", "sgd"]}})
-    assert grid.trials_at_once == 1  # grids and sweeps: one point at a time
+    assert grid.trials_at_once == 4  # a grid's (or sweep's) next points
+    assert parse_spec({**BASE, "sampler": "grid", "space": {"optimizer": ["adam", "sgd"]}}).trials_at_once == 1  # auto
 
 
 @pytest.mark.parametrize(

@@ -82,3 +82,22 @@ def test_a_search_trains_its_trials_together_each_as_alone_and_prunes_each_on_it
         steps = [m.step for m in client.get_metric_history(runs[t.number].info.run_id, "fd")]
         assert steps == ([0, 20, 40] if t.state.name == "COMPLETE" else [0, 20]), t.number
         assert runs[t.number].data.tags["optuna.trial_state"] == t.state.name
+
+
+def test_a_sweep_trains_its_next_points_together_grouped_by_shape(tmp_path):
+    # population: 4 -> a cohort of 4 points: baseline and two lr_d values share a shape (adam), rmsprop trains alone.
+    work = tmp_path / "runs"
+    spec = write_spec(tmp_path, name="swept", sampler=None, trials=None, space=None, population=4, budget={"steps": 20},
+                      evaluation={"every": 10, "samples": 500, "final_samples": 500},
+                      sweep={"factors": {"lr_d": [1.0e-4, 5.0e-4], "optimizer": ["rmsprop"]}})
+    done = gan_study("run", str(spec), "--workdir", str(work), "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = journal_study(work, "swept").trials
+    together = {t.user_attrs["sweep"]["point"]: t.user_attrs["population"] for t in trials}
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    assert [p for p, n in together.items() if n == 1] == [p for p in together if "rmsprop" in p], together
+    assert sorted(together.values()) == [1, 3, 3, 3], together
+    _, runs = mlflow_runs(work, "swept")
+    trial_runs = [r for r in runs if r.data.tags.get("gan_study.role") == "trial"]
+    assert sorted(r.data.tags["gan_study.sweep_point"] for r in trial_runs) == sorted(together)
+    assert {r.info.status for r in trial_runs} == {"FINISHED"}
