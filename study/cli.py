@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gan.errors import GanStudyError
-
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -161,6 +159,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only now: importing gan loads torch (seconds), which --help and usage errors never need.
+    from gan.errors import GanStudyError
+
     # A scheduler's or `kill`'s SIGTERM stops a study as Ctrl-C does: the running trial is marked
     # failed in both stores now, instead of staying RUNNING until the next run reconciles it.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -339,6 +340,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gan.errors import GanStudyError
+
     from .names import check_name, inside, refuse_links
 
     for name in args.study:

@@ -30,6 +30,11 @@ def test_help_on_every_command(tmp_path):
         out = gan_study(command, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: gan-study" in out.stdout
         assert "environment variables:" in out.stdout, command
+    # --help and usage errors answer before torch (and Optuna, MLflow) load
+    probe = "import sys\nfrom study.cli import main\nfor argv in (['run', '--help'], ['run']):\n    try:\n        main(argv)\n" \
+            "    except SystemExit:\n        pass\nprint(sorted({'torch', 'optuna', 'mlflow'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip().splitlines()[-1] == "[]", loaded.stdout + loaded.stderr
 
 
 def test_two_trial_study_then_one_more(tmp_path):
