@@ -63,13 +63,13 @@ def effective_spec(spec: StudySpec) -> dict[str, Any]:
     return {**spec.source, "budget": {spec.budget_unit: spec.budget}, "trials": spec.trials}
 
 
-# What may change between invocations of one study: the trial count, and the claims the report
-# judges (they change no training).
-_MAY_CHANGE = ("trials", "claims")
+# What may change between invocations of one study: the trial count, and what changes no
+# training: the claims the report judges and the description.
+_MAY_CHANGE = ("trials", "claims", "description")
 
 
 def spec_hash(effective: dict[str, Any]) -> str:
-    """What must match between invocations of one study: everything but ``trials`` and ``claims``."""
+    """What must match between invocations of one study: everything but ``_MAY_CHANGE``."""
     fixed = {k: v for k, v in effective.items() if k not in _MAY_CHANGE}
     return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -39,7 +39,9 @@ def test_a_changed_spec_is_refused_by_name_and_the_same_one_continues(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("gan-study: error:") and field in lines[0] and "--study-name" in lines[0], lines
         assert _digest(workdir) == before
 
-    more = gan_study("run", str(spec), "--steps", "20", "--trials", "2", "--quiet", cwd=tmp_path)  # --trials may grow
+    (tmp_path / "described").mkdir()  # the description may change too: it trains nothing
+    described = write_spec(tmp_path / "described", name="resumed", trials=1, description="the same study, described anew")
+    more = gan_study("run", str(described), "--steps", "20", "--trials", "2", "--quiet", cwd=tmp_path)  # --trials may grow
     assert more.returncode == 0, more.stderr
     assert [t.state.name for t in journal_study(workdir, "resumed").trials] == ["COMPLETE", "COMPLETE"]
 
