@@ -19,7 +19,9 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .config import FIELDS, TrainConfig
 from .data import MNIST
@@ -39,13 +41,12 @@ def population_support(cfg: TrainConfig) -> str | None:
     unsupported = {
         "arch": cfg.arch != "mlp",
         "g_batchnorm": cfg.g_batchnorm,
-        "spectral_norm": cfg.spectral_norm != "none",
         "compile": cfg.compile,
     }
     bad = [f"{name}={getattr(cfg, name)!r}" for name, is_bad in unsupported.items() if is_bad]
     if not bad:
         return None
-    return f"population training supports MLPs without batch norm, spectral norm or compile; got {', '.join(bad)}"
+    return f"population training supports MLPs without batch norm or compile; got {', '.join(bad)}"
 
 
 def shape_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
@@ -76,7 +77,9 @@ class _Linear(nn.Module):
 
     Its weights (K, in, out) and biases (K, 1, out), and their gradients, are dense blocks of
     its network's flat buffers, so backward adds into them in place and one optimizer call per
-    member covers all of that member's layers.
+    member covers all of that member's layers. Layers under spectral norm keep each member's
+    power-iteration vectors and step them as ``torch.nn.utils.parametrizations.spectral_norm``
+    does: once per forward in training mode, none in eval mode.
     """
 
     def __init__(self, solo: list[nn.Linear], flat: torch.Tensor, grad: torch.Tensor, offset: int):
@@ -87,9 +90,18 @@ class _Linear(nn.Module):
         self.weight = nn.Parameter(flat[offset:end_w].view(K, n_in, n_out))
         self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n_out))
         self.weight.grad, self.bias.grad = grad[offset:end_w].view(K, n_in, n_out), grad[end_w:end_b].view(K, 1, n_out)
+        self.norms = [m.parametrizations.weight[0] for m in solo] if parametrize.is_parametrized(solo[0], "weight") else []
         with torch.no_grad():
-            self.weight.copy_(torch.stack([m.weight.t() for m in solo]))
+            self.weight.copy_(torch.stack([self._raw(m).t() for m in solo]))
             self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
+            if self.norms:
+                self.register_buffer("u", torch.stack([n._u for n in self.norms]))  # (K, out)
+                self.register_buffer("v", torch.stack([n._v for n in self.norms]))  # (K, in)
+
+    @staticmethod
+    def _raw(layer: nn.Linear) -> torch.Tensor:
+        """The layer's own weight (out, in): under spectral norm, the one before normalising."""
+        return layer.parametrizations.weight.original if parametrize.is_parametrized(layer, "weight") else layer.weight
 
     @staticmethod
     def size(layer: nn.Linear) -> int:
@@ -97,12 +109,26 @@ class _Linear(nn.Module):
         return (layer.in_features + 1) * layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, x, self.normalized() if self.norms else self.weight)
+
+    def normalized(self) -> torch.Tensor:
+        """Each member's weight over its spectral norm, estimated by power iteration."""
+        W = self.weight  # (K, in, out): each member's (out, in) matrix, transposed
+        eps = self.norms[0].eps
+        if self.training:
+            with torch.no_grad():
+                self.u = F.normalize(torch.bmm(self.v.unsqueeze(1), W).squeeze(1), dim=-1, eps=eps)  # W v
+                self.v = F.normalize(torch.bmm(W, self.u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # W^T u
+        sigma = (self.u * torch.bmm(self.v.unsqueeze(1), W).squeeze(1)).sum(-1)  # u . W v, with W's gradient
+        return W / sigma.view(-1, 1, 1)
 
     @torch.no_grad()
     def copy_to_solo(self, k: int) -> None:
-        self.solo[k].weight.copy_(self.weight[k].t())
+        self._raw(self.solo[k]).copy_(self.weight[k].t())
         self.solo[k].bias.copy_(self.bias[k, 0])
+        if self.norms:
+            self.norms[k]._u.copy_(self.u[k])
+            self.norms[k]._v.copy_(self.v[k])
 
 
 class _Dropout(nn.Module):

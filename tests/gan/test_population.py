@@ -52,6 +52,19 @@ def test_every_loss_gives_each_member_its_solo_run(data, loss):
         _assert_same_run(member, train(cfg, data))
 
 
+@pytest.mark.parametrize("placement", ["d", "g", "both"])
+def test_spectral_norm_members_train_as_their_solo_runs(data, placement):
+    # the power iteration's vectors step once per training forward, as the solo parametrization's
+    configs = _members(spectral_norm=placement)
+    members = train_population(configs, data)
+    for cfg, member in zip(configs, members, strict=True):
+        solo = train(cfg, data)
+        _assert_same_run(member, solo)
+        for net in ("generator", "discriminator"):
+            for (name, b), (_, a) in zip(getattr(member, net).named_buffers(), getattr(solo, net).named_buffers(), strict=True):
+                torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)  # unit vectors, as the weights
+
+
 def test_a_diverged_member_is_frozen_and_reported_while_the_others_go_on(data):
     configs = _members(optimizer="sgd", loss="lsgan", budget=30)
     configs[1] = configs[1].replace(lr_d=1e30, lr_g=1e30)
