@@ -7,7 +7,8 @@ Members are independent: each has its own initial weights, data order, noise and
 masks (all from its seed, drawn exactly as ``train`` draws them), its own hyperparameters
 (learning rates, betas and momentum in its optimizer group; dropout rate, label smoothing and
 gradient-penalty weight as per-member tensors), its own optimizer state and its own divergence check: a diverged
-member is frozen (its weights stop changing) and reported, the others go on.
+member leaves the batch (its weights stop changing, its compute ends) and is reported, the
+others go on.
 
 The loop is ``train``'s own (``gan.train.train_members``): ``train`` is its population of one.
 docs/performance.md has the speed-ups measured by ``python -m benchmarks.population``.
@@ -215,23 +216,25 @@ class _Optimizer:
     def step(self) -> None:
         self.torch.step()
 
-    def freeze(self, k: int) -> None:
-        """Member k's weights stop changing: its slices leave their group."""
-        frozen = {id(p) for p in self.members[k]}
-        for group in self.torch.param_groups:
-            group["params"] = [p for p in group["params"] if id(p) not in frozen]
+    def carry(self, old: _Optimizer, rows: list[int]) -> None:
+        """Go on from ``old``'s state (moments, step counts) of its members ``rows``: this
+        optimizer's members, in that order."""
+        for leaves, i in zip(self.members, rows, strict=True):
+            for leaf, before in zip(leaves, old.members[i], strict=True):
+                if before in old.torch.state:  # none before the first step
+                    self.torch.state[leaf] = old.torch.state[before]
 
 
 class _Batched:
-    """K members of one shape as one batched G and D, built from the members' own modules
-    (each as ``train`` builds it), which callbacks and results see."""
+    """The members of one shape still training, as one batched G and D built from the members'
+    own modules (each as ``train`` builds it), which callbacks and results see."""
 
     image_shape = (IMAGE_PIXELS,)
 
     def __init__(self, configs: Sequence[TrainConfig], device: torch.device):
         # Each member as train builds it: weights from its seed, then the global RNG's next
         # draws (train's dropout masks) continue in that member's own generator.
-        self.solo_g, self.solo_d, mask_rngs = [], [], []
+        self.configs, self.solo_g, self.solo_d, self.mask_rngs = list(configs), [], [], []
         for c in configs:
             torch.manual_seed(c.seed)
             G, D = build_models(c)
@@ -242,12 +245,27 @@ class _Batched:
                 rng.set_state(torch.get_rng_state())
             else:  # train's CUDA dropout is PyTorch's own kernel, not this stream
                 rng.manual_seed(c.seed + 1)
-            mask_rngs.append(rng)
-        self.mask_rngs = mask_rngs
-        self.G = _Net([g.net for g in self.solo_g], mask_rngs).train()
-        self.critic = _Net([d.net for d in self.solo_d], mask_rngs).train()
-        self.opt_g = _Optimizer(self.G, [c.lr_g for c in configs], configs)
-        self.opt_d = _Optimizer(self.critic, [c.lr_d for c in configs], configs)
+            self.mask_rngs.append(rng)
+        self.rows: list[int] = []  # the members in the batch, in its order
+        self.keep(list(range(len(configs))))
+
+    def keep(self, members: list[int]) -> None:
+        # The members leaving take their weights to their own modules; those staying are
+        # batched anew from theirs, and their optimizers go on from the state they had.
+        for i in range(len(self.rows)):
+            self.G.copy_to_solo(i)
+            self.critic.copy_to_solo(i)
+        configs, rngs = [self.configs[k] for k in members], [self.mask_rngs[k] for k in members]
+        G = _Net([self.solo_g[k].net for k in members], rngs).train()
+        critic = _Net([self.solo_d[k].net for k in members], rngs).train()
+        opt_g = _Optimizer(G, [c.lr_g for c in configs], configs)
+        opt_d = _Optimizer(critic, [c.lr_d for c in configs], configs)
+        if self.rows:
+            before = [self.rows.index(k) for k in members]
+            opt_g.carry(self.opt_g, before)
+            opt_d.carry(self.opt_d, before)
+        self.G, self.critic, self.opt_g, self.opt_d = G, critic, opt_g, opt_d
+        self.rows, self.batch_rngs = list(members), rngs
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.G(z)
@@ -257,16 +275,13 @@ class _Batched:
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         # Each member's interpolation weights come next in its own stream, as train draws them.
-        alpha = torch.stack([torch.rand(real.shape[1], 1, generator=g, device=real.device) for g in self.mask_rngs])
+        alpha = torch.stack([torch.rand(real.shape[1], 1, generator=g, device=real.device) for g in self.batch_rngs])
         return gradient_penalty(self.discriminate, real, fake, alpha)
 
-    def freeze(self, k: int) -> None:
-        self.opt_g.freeze(k)
-        self.opt_d.freeze(k)
-
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
-        self.G.copy_to_solo(k)
-        self.critic.copy_to_solo(k)
+        if k in self.rows:  # else its modules got its weights when it left
+            self.G.copy_to_solo(self.rows.index(k))
+            self.critic.copy_to_solo(self.rows.index(k))
         return self.solo_g[k], self.solo_d[k]
 
 
@@ -287,9 +302,9 @@ def train_population(
     Configs may differ only in :data:`MEMBER_FIELDS`. Callbacks get the member's index first;
     their :class:`EvalPoint` holds that member's own G and D, as ``train``'s does. An exception
     of a type in ``stop_on`` raised by member k's callback (a pruner's verdict, say) stops that
-    member only, as a divergence does: it is frozen and the exception is its result; any
-    other exception ends the whole population, as it ends ``train``. Training ends early when
-    no member is left.
+    member only, as a divergence does: it leaves the batch (the others train on without its
+    rows) and the exception is its result; any other exception ends the whole population, as it
+    ends ``train``. Training ends early when no member is left.
     """
     _check(configs)
     return train_members(configs, data, _Batched, on_records=on_records, records_every=records_every,

@@ -99,8 +99,8 @@ class Members(Protocol):
     def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """WGAN-GP's gradient penalty (K,) on (K, B, *image_shape) real and fake images."""
 
-    def freeze(self, k: int) -> None:
-        """Member k stops: its weights change no more."""
+    def keep(self, members: list[int]) -> None:
+        """Only ``members`` (indices into the configs, in order) train on: the others stopped."""
 
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
         """Member k's own G and D (with its current weights), as callbacks and results see them."""
@@ -132,8 +132,8 @@ class _Solo:
         alpha = torch.rand(real.shape[1], 1, 1, 1, device=real.device)  # from the global RNG, as dropout's masks
         return gradient_penalty(self.D, real[0], fake[0], alpha).unsqueeze(0)  # double backward: uncompiled D
 
-    def freeze(self, k: int) -> None:
-        pass  # its only member stopped: the loop ends
+    def keep(self, members: list[int]) -> None:
+        raise AssertionError("a population of one ends when its member stops")
 
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
         return self.G, self.D
@@ -235,6 +235,7 @@ def train_members(
     step_outs: list[torch.Tensor] = []  # (K, 2B): D's raw outputs on the last D step's real and fake images
     history: list[dict[str, list[float]]] = [{key: [] for key in RECORD_KEYS} for _ in configs]
     errors: list[BaseException | None] = [None] * K
+    rows = list(range(K))  # the members in the batch, in its order; a stopped one leaves it
     block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
     evals = _eval_steps(total, on_eval, eval_every, eval_at)
 
@@ -242,8 +243,18 @@ def train_members(
         return [k for k in range(K) if errors[k] is None]
 
     def stop(k: int, why: BaseException) -> None:
-        errors[k] = why  # frozen: its weights stop changing, the others go on
-        nets.freeze(k)
+        errors[k] = why  # it leaves the batch before the next step; the others go on
+
+    def shrink() -> None:
+        """The stopped members leave the batch, and their rows with them."""
+        nonlocal rows, rngs, orders, real_label, gp_weight, each, pair, real, fake_slot
+        assert not step_losses, "members stop only where a block ends"
+        keep = [i for i, k in enumerate(rows) if errors[k] is None]
+        rows = [rows[i] for i in keep]
+        nets.keep(rows)
+        rngs, orders = [rngs[i] for i in keep], [orders[i] for i in keep] if orders else orders
+        real_label, gp_weight, each, pair = real_label[keep], gp_weight[keep], each[keep], pair[keep]
+        real, fake_slot = pair[:, :B], pair[:, B:]
 
     @contextlib.contextmanager
     def stopping(k: int) -> Iterator[None]:
@@ -263,13 +274,13 @@ def train_members(
         elapsed = time.perf_counter() - block_start
         train_seconds += elapsed
         first = step - filled + 1
-        for k in live():
-            rows = block[:, k]
-            diverged = divergence(rows, first, bound)
+        for row, k in enumerate(rows):
+            mine = block[:, row]
+            diverged = divergence(mine, first, bound)
             if diverged is not None:
                 stop(k, diverged)
                 continue
-            values = {key: rows[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
+            values = {key: mine[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
             for key, v in values.items():
                 history[k][key].extend(v)
             if on_records is not None:
@@ -295,8 +306,10 @@ def train_members(
     if 0 in evals:
         evaluate(0)
     for step in range(1, total + 1):
-        if not live():
-            break
+        if len(live()) < len(rows):
+            if not live():
+                break
+            shrink()
         # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
         #     Only the last D step builds G's graph: its fakes are reused by the first G step.
         for k in range(cfg.d_steps):

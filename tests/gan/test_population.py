@@ -110,8 +110,17 @@ def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(da
 
     members = train_population(configs, data, on_eval=on_eval, eval_every=10, stop_on=(Stop,))
     assert isinstance(members[1], Stop) and evals[1] == [0, 10] and evals[0] == evals[2] == [0, 10, 20]
+    solos = {k: train(configs[k], data) for k in (0, 2)}
     for k in (0, 2):
-        _assert_same_run(members[k], train(configs[k], data))
+        _assert_same_run(members[k], solos[k])
+
+    def stop_first_at_start(k, point):  # before any batch: the others train from the start without it
+        if k == 0:
+            raise Stop("at step 0")
+
+    members = train_population(configs, data, on_eval=stop_first_at_start, eval_at=[15], stop_on=(Stop,))
+    assert isinstance(members[0], Stop)
+    _assert_same_run(members[2], solos[2])
 
     def stop_all(k, records):
         raise Stop(f"{records.steps[-1]}")
