@@ -223,8 +223,8 @@ def train_members(
         cursor += 1
         # scale(data.images[idx], cfg.data_scaling), bit for bit, written in place:
         # index_select is much faster than images[idx] on the CPU.
-        rows = data.images.index_select(0, idx).view(real.shape)
-        return real.copy_(rows).div_(divisor).sub_(offset)
+        images = data.images.index_select(0, idx).view(real.shape)
+        return real.copy_(images).div_(divisor).sub_(offset)
 
     def noise() -> torch.Tensor:
         return torch.stack([draw_noise(cfg.noise, B, latent, generator=r, device=device) for r in rngs])
