@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gan.plots import mosaic
 from study.record import PICTURES
 
 log = logging.getLogger("gan_study.reports")
@@ -42,17 +43,6 @@ def fetch_pictures(client, trials: list) -> dict[int, dict[str, Any]]:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return {n: p for n, p in pool.map(one, jobs) if p is not None}
-
-
-def mosaic(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
-    """uint8 images (n, h, w) tiled ``ncol`` wide on a white background with ``pad`` pixels between."""
-    n, h, w = images.shape
-    nrow = max(1, -(-n // ncol))
-    out = np.full((nrow * (h + pad) - pad, ncol * (w + pad) - pad), 255, dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, ncol)
-        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
-    return out
 
 
 def real_digits(data_dir: str | None, n: int = 64, seed: int = 0) -> np.ndarray | None:
