@@ -115,6 +115,11 @@ class TrainConfig:
     """Adam beta2."""
     momentum: float = 0.0
     """Momentum for sgd and rmsprop."""
+    g_ema: float = 0.0
+    """Decay of an exponential moving average of G's weights, in [0, 1) (0: off; 0.999 is
+    common). With it, evaluations, samples and the result's generator are the average, which
+    smooths away the jitter of G's last updates. The decay at step t is
+    min(g_ema, (1 + t) / (10 + t)), so the average follows G closely early on."""
     batch_size: int = 100
     """Images per batch: see ``batch_counts``."""
     batch_counts: Literal["real", "total"] = "real"
@@ -223,6 +228,7 @@ class TrainConfig:
         _in_range("beta1", self.beta1, 0.0, 1.0, high_open=True)
         _in_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _in_range("g_ema", self.g_ema, 0.0, 1.0, high_open=True)
         _in_range("real_label", self.real_label, 0.5, 1.0)
         if not _is_number(self.gp_weight) or self.gp_weight < 0:
             raise ConfigError(f"gp_weight must be >= 0, got gp_weight={self.gp_weight!r}")

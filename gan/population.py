@@ -16,6 +16,8 @@ docs/performance.md has the speed-ups measured by ``python -m benchmarks.populat
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -246,17 +248,25 @@ class _Batched:
             else:  # train's CUDA dropout is PyTorch's own kernel, not this stream
                 rng.manual_seed(c.seed + 1)
             self.mask_rngs.append(rng)
+        # g_ema: each member's average G, batched as G is (its flat weights are the averages).
+        self.solo_avg = [copy.deepcopy(G) for G in self.solo_g] if configs[0].g_ema else []
         self.rows: list[int] = []  # the members in the batch, in its order
         self.keep(list(range(len(configs))))
 
     def keep(self, members: list[int]) -> None:
         # The members leaving take their weights to their own modules; those staying are
         # batched anew from theirs, and their optimizers go on from the state they had.
+        if self.rows and self.solo_avg:
+            self._sync_avg()
         for i in range(len(self.rows)):
             self.G.copy_to_solo(i)
             self.critic.copy_to_solo(i)
+            if self.solo_avg:
+                self.G_avg.copy_to_solo(i)
         configs, rngs = [self.configs[k] for k in members], [self.mask_rngs[k] for k in members]
         G = _Net([self.solo_g[k].net for k in members], rngs).train()
+        if self.solo_avg:
+            self.G_avg = _Net([self.solo_avg[k].net for k in members], rngs)
         critic = _Net([self.solo_d[k].net for k in members], rngs).train()
         opt_g = _Optimizer(G, [c.lr_g for c in configs], configs)
         opt_d = _Optimizer(critic, [c.lr_d for c in configs], configs)
@@ -265,7 +275,7 @@ class _Batched:
             opt_g.carry(self.opt_g, before)
             opt_d.carry(self.opt_d, before)
         self.G, self.critic, self.opt_g, self.opt_d = G, critic, opt_g, opt_d
-        self.rows, self.batch_rngs = list(members), rngs
+        self.rows = list(members)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.G(z)
@@ -275,14 +285,26 @@ class _Batched:
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         # Each member's interpolation weights come next in its own stream, as train draws them.
-        alpha = torch.stack([torch.rand(real.shape[1], 1, generator=g, device=real.device) for g in self.batch_rngs])
+        alpha = torch.stack([torch.rand(real.shape[1], 1, generator=self.mask_rngs[k], device=real.device) for k in self.rows])
         return gradient_penalty(self.discriminate, real, fake, alpha)
+
+    @torch.no_grad()
+    def average(self, weight: float) -> None:
+        self.G_avg.flat.lerp_(self.G.flat, weight)
+
+    @torch.no_grad()
+    def _sync_avg(self) -> None:
+        for avg, now in zip(self.G_avg.buffers(), self.G.buffers(), strict=True):
+            avg.copy_(now)  # spectral-norm vectors are G's own, as train's average has them
 
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
         if k in self.rows:  # else its modules got its weights when it left
             self.G.copy_to_solo(self.rows.index(k))
             self.critic.copy_to_solo(self.rows.index(k))
-        return self.solo_g[k], self.solo_d[k]
+            if self.solo_avg:
+                self._sync_avg()
+                self.G_avg.copy_to_solo(self.rows.index(k))
+        return (self.solo_avg or self.solo_g)[k], self.solo_d[k]
 
 
 def train_population(

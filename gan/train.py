@@ -9,6 +9,7 @@ measured gain (``python -m benchmarks.throughput``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,8 +103,12 @@ class Members(Protocol):
     def keep(self, members: list[int]) -> None:
         """Only ``members`` (indices into the configs, in order) train on: the others stopped."""
 
+    def average(self, weight: float) -> None:
+        """Move the average of G's weights (``g_ema``) ``weight`` of the way to the current ones."""
+
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
-        """Member k's own G and D (with its current weights), as callbacks and results see them."""
+        """Member k's own G (its average under ``g_ema``) and D with their current weights, as
+        callbacks and results see them."""
 
 
 class _Solo:
@@ -121,6 +126,7 @@ class _Solo:
         self.g_run, self.d_run = (torch.compile(G.raw), torch.compile(D)) if cfg.compile else (G.raw, D)
         self.opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
         self.opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
+        self.G_avg = copy.deepcopy(G) if cfg.g_ema else None
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.g_run(z[0]).unsqueeze(0)
@@ -135,8 +141,18 @@ class _Solo:
     def keep(self, members: list[int]) -> None:
         raise AssertionError("a population of one ends when its member stops")
 
+    @torch.no_grad()
+    def average(self, weight: float) -> None:
+        for avg, now in zip(self.G_avg.parameters(), self.G.parameters(), strict=True):
+            avg.lerp_(now, weight)
+
+    @torch.no_grad()
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
-        return self.G, self.D
+        if self.G_avg is None:
+            return self.G, self.D
+        for avg, now in zip(self.G_avg.buffers(), self.G.buffers(), strict=True):
+            avg.copy_(now)  # batch-norm statistics and spectral-norm vectors are G's own
+        return self.G_avg, self.D
 
 
 def train(
@@ -339,6 +355,8 @@ def train_members(
             losses_g.backward(each)
             nets.opt_g.step()
         nets.critic.requires_grad_(True)
+        if cfg.g_ema:  # warmed up: early on the average follows G closely
+            nets.average(1 - min(cfg.g_ema, (1 + step) / (10 + step)))
 
         step_losses.append(torch.stack([losses_g.detach(), losses_d.detach()], dim=1))
         step_outs.append(out.detach())

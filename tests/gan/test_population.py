@@ -132,6 +132,23 @@ def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(da
         train_population(configs, data, on_records=stop_all, records_every=5)
 
 
+def test_g_ema_members_average_as_their_solo_runs_also_after_one_stops(data):
+    # The averages are batched as G is; a member that leaves takes its average along.
+    configs = _members(g_ema=0.9, spectral_norm="g", budget=30)
+
+    def on_eval(k, point):
+        if k == 1 and point.step == 10:
+            raise Stop("member 1 stopped")
+
+    members = train_population(configs, data, on_eval=on_eval, eval_every=10, stop_on=(Stop,))
+    assert isinstance(members[1], Stop)
+    for k in (0, 2):
+        solo = train(configs[k], data)
+        _assert_same_run(members[k], solo)
+        for (name, b), (_, a) in zip(members[k].generator.named_buffers(), solo.generator.named_buffers(), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)
+
+
 def test_members_that_differ_in_shape_or_use_unsupported_models_are_refused(data):
     base = TrainConfig(budget=5, batch_size=32, device="cpu")
     with pytest.raises(ConfigError, match="member 1 differs from member 0 in batch_size"):

@@ -26,7 +26,7 @@ def test_six_hundred_steps_move_samples_toward_the_data(data, precision):
         if untrained_gap is None:
             untrained_gap = _pixel_gap(generate(point.generator, 2000), real)
 
-    result = train(cfg, data, on_eval=check_start, eval_every=1)
+    result = train(cfg, data, on_eval=check_start, eval_every=cfg.budget)  # step 0 only
     trained_gap = _pixel_gap(generate(result.generator, 2000), real)
     # Seeds 0-3 left 0.23-0.39 of the gap; another CPU's rounding is another such draw, so the
     # bound asks for a clear move, not for one run's amount.
@@ -42,6 +42,22 @@ def test_same_seed_same_losses_other_seed_other_losses(data):
     other = train(cfg.replace(seed=1), data)
     assert first.history == second.history
     assert first.history["g_loss"] != other.history["g_loss"]
+
+
+def test_g_ema_result_is_the_warmed_up_average_of_g_and_training_is_unchanged(data):
+    cfg = TrainConfig(budget=2, batch_size=32, device="cpu")
+    weights = []  # G's weights at steps 0, 1 and 2 of the plain run
+    train(cfg, data, on_eval=lambda p: weights.append([w.clone() for w in p.generator.parameters()]), eval_at=[1])
+    plain = train(cfg, data)
+    weights.append(list(plain.generator.parameters()))
+    averaged = train(cfg.replace(g_ema=0.5), data)
+    assert averaged.history == plain.history  # the average only reads G
+    expected = weights[0]
+    for step in (1, 2):  # decay min(g_ema, (1 + t) / (10 + t)): 2/11, then 3/12
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = [decay * a + (1 - decay) * w for a, w in zip(expected, weights[step], strict=True)]
+    for got, want in zip(averaged.generator.parameters(), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(data):
