@@ -67,6 +67,8 @@ class TrialInfo:
     config: dict[str, Any]
     evaluator: dict[str, Any] | None = None
     """The card of the evaluator that scored the trial."""
+    population: int | None = None
+    """Runs trained at once in the population this trial's runs were part of (1: alone)."""
 
     @property
     def n_repeats(self) -> int:
@@ -247,6 +249,7 @@ def _trial_info(t: optuna.trial.FrozenTrial) -> TrialInfo:
         intermediate=dict(t.intermediate_values),
         config=dict(rec.config),
         evaluator=rec.evaluator,
+        population=rec.population,
     )
 
 

@@ -41,6 +41,7 @@ def summary(data: StudyData) -> list[Block]:
     complete_durations = [t.duration_s for t in data.complete if t.duration_s is not None]
     train = sum(sum(r.get("train_seconds", 0) for r in t.repeat_metrics) or t.metrics.get("train_seconds", 0) * max(t.n_repeats, 1) for t in data.trials)
     starts = [t.started for t in data.trials if t.started]
+    overlap = any((t.population or 1) > t.n_repeats for t in data.trials)  # other trials trained beside it
     span = None
     if starts:
         last = max((t.started.timestamp() + (t.duration_s or 0)) for t in data.trials if t.started)
@@ -63,7 +64,8 @@ def summary(data: StudyData) -> list[Block]:
         ["evaluation", f"every {spec.eval_every} steps on {spec.eval_samples:,} samples; final on {spec.final_samples:,}" if spec else ""],
         ["repeats", f"{data.repeats} seed{'s' * (data.repeats != 1)} per configuration" + ("; tables show mean ± 95 % t-interval" if data.repeats > 1 else "")],
         ["trials", f"{len(data.trials)}{f' of {target}' if target else ''}: {states}"],
-        ["compute time", f"{_duration(sum(t.duration_s for t in ended))} in ended trials; {_duration(train)} of that training (all repeats)"],
+        ["compute time", f"{_duration(sum(t.duration_s for t in ended))} in ended trials; {_duration(train)} of that training (all repeats)"
+                         + ("; trials trained in one population overlap, so these sums exceed the wall clock" if overlap else "")],
         ["per trial", f"mean {_duration(statistics.fmean(complete_durations))}, median {_duration(statistics.median(complete_durations))} (complete trials)" if complete_durations else "—"],
         ["wall clock", f"{_duration(span)} from the first trial's start to the last trial's end" if span is not None else "—"],
         ["device", device + (f"; {software}" if software else "")],
