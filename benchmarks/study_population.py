@@ -6,10 +6,11 @@ stores.
     python -m benchmarks.study_population --spec quick    # a built-in spec or a YAML path
 
 Both start from the same sampler seed. The default study, SEARCH, is the quick study's search
-over the parameters population members may differ in (gan.MEMBER_FIELDS), its shape fixed, so
-that a population can take any of its trials; the quick study itself also varies the optimizer,
-batch size and D:G steps, whose trials cannot share a population. Prints both side by side (wall time, best value and the
-best trial's modes, KL to uniform and confidence) and, last, one line a script can read:
+over the parameters population members may differ in (gan.MEMBER_FIELDS) at batch 64 and 2,000
+steps, its shape fixed, so that a population can take any of its trials (the quick study is
+such a search too, at batch 128 with RMSprop and g_ema). Prints both side by side (wall time,
+best value and the best trial's modes, KL to uniform and confidence) and, last, one line a
+script can read:
 ``study_population spec=S population=K wall_ratio=R best_population=X best_solo=Y``.
 """
 
