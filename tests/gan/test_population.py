@@ -36,8 +36,12 @@ def _assert_same_run(member: TrainResult, solo: TrainResult) -> None:
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
 def test_each_member_trains_as_its_solo_run(data, optimizer):
     configs = _members(optimizer=optimizer)
-    if optimizer == "sgd":  # the learning rates of _members are Adam-sized
-        configs = [c.replace(lr_g=c.lr_g * 50, lr_d=c.lr_d * 50) for c in configs]
+    # The learning rates of _members are Adam-sized. RMSprop's first steps are 10x Adam's (no
+    # bias correction: lr / sqrt(1 - alpha)), and at those sizes member 1's run is chaotic: a
+    # solo run whose D starts 1e-7 (relative) apart ends 2e-2 apart in d_loss at step 18, so
+    # bmm's rounding on one CPU (Intel, AVX-512) did the same. At a tenth it stays at 1e-7.
+    scale = {"adam": 1.0, "rmsprop": 0.1, "sgd": 50.0}[optimizer]
+    configs = [c.replace(lr_g=c.lr_g * scale, lr_d=c.lr_d * scale) for c in configs]
     members = train_population(configs, data, records_every=7)
     for cfg, member in zip(configs, members, strict=True):
         assert isinstance(member, TrainResult) and member.config == cfg and member.steps == 20
