@@ -91,9 +91,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         config = TrainConfig.from_dict(payload["config"])
         generator, discriminator = build_models(config)
-        generator.load_state_dict(payload["generator"])
+        generator.load_state_dict(_fold_norm_biases(generator, payload["generator"]))
         discriminator.load_state_dict(payload["discriminator"])
     except (ConfigError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match its config: {exc}") from exc
     meta = {"environment": payload.get("environment", {}), **payload.get("meta", {})}
     return Checkpoint(config, generator.to(device).eval(), discriminator.to(device).eval(), meta)
+
+
+def _fold_norm_biases(generator: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` for ``generator``, from a checkpoint saved when the layers batch norm follows had
+    biases: each such bias b moves into the norm's running mean (eval mode computes
+    ``(Wx + b - mean) / ...``, the same as ``(Wx - (mean - b)) / ...``)."""
+    state = dict(state)
+    modules = list(generator.named_modules())
+    for i, (name, layer) in enumerate(modules):
+        key = f"{name}.bias"
+        if getattr(layer, "bias", False) is None and key in state:
+            norm = next(n for n, m in modules[i + 1:] if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+            state[f"{norm}.running_mean"] = state[f"{norm}.running_mean"] - state.pop(key)
+    return state

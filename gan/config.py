@@ -94,7 +94,7 @@ class TrainConfig:
     self_attention: Placement = "none"
     """Where a SAGAN self-attention block sits before the last conv layer (dcgan only)."""
     g_batchnorm: bool = False
-    """Batch norm after each hidden layer of G."""
+    """Batch norm after each hidden layer of G; the layers it follows have no bias (it would cancel)."""
     loss: Loss = "ns"
     """ns (non-saturating BCE), minimax, hinge, lsgan or wgan-gp."""
     gp_weight: float = 10.0

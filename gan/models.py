@@ -3,6 +3,10 @@
 Generators map z (B, latent_dim) to images (B, 1, 28, 28): ``raw`` in the training data's range
 (``TrainConfig.data_scaling``), ``forward`` in [-1, 1]. Discriminators map images in the data's
 range to one raw score per image (B,): a logit for the BCE losses, a critic value otherwise.
+
+A layer that batch norm follows has no bias: the norm subtracts it, so its gradient is float
+rounding alone, which Adam would scale up to lr-sized steps of random sign (a walk that eval
+mode's running mean lags behind, different on every CPU).
 """
 
 from __future__ import annotations
@@ -124,7 +128,7 @@ class MLPGenerator(Generator):
         layers: list[nn.Module] = []
         width = cfg.latent_dim
         for hidden in cfg.g_hidden:
-            layers.append(nn.Linear(width, hidden))
+            layers.append(nn.Linear(width, hidden, bias=not cfg.g_batchnorm))
             if cfg.g_batchnorm:
                 layers.append(nn.BatchNorm1d(hidden))
             layers.append(_act(cfg.g_slope))
@@ -164,8 +168,8 @@ class DCGANGenerator(Generator):
         super().__init__(cfg)
         c, half = cfg.g_channels, max(1, cfg.g_channels // 2)
         self.channels, self.stem, self.slope = c, cfg.g_stem, cfg.g_slope
-        self.project = nn.Linear(cfg.latent_dim, c * self.stem**2)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(c, half, 4, 2, 1)]
+        self.project = nn.Linear(cfg.latent_dim, c * self.stem**2, bias=not cfg.g_batchnorm)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(c, half, 4, 2, 1, bias=not cfg.g_batchnorm)]
         if cfg.g_batchnorm:
             layers.append(nn.BatchNorm2d(half))
         layers.append(_act(cfg.g_slope))

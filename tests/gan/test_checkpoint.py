@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gan import CheckpointError, TrainConfig, load_checkpoint, load_mnist, save_checkpoint, train
+from gan import CheckpointError, TrainConfig, build_models, load_checkpoint, load_mnist, save_checkpoint, train
 from gan.sampling import generate, interpolate, interpolation_rows, latent_arithmetic
 
 
@@ -18,6 +18,21 @@ def test_round_trip_gives_identical_samples(trained, tmp_path):
     assert loaded.config == trained.config and loaded.meta["step"] == 3
     assert loaded.meta["environment"]["torch"] == torch.__version__
     assert torch.equal(generate(loaded.generator, 50, seed=7), generate(trained.generator, 50, seed=7))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_checkpoints_from_when_batch_normed_layers_had_biases_load_as_the_same_generator(arch, tmp_path):
+    cfg = TrainConfig(arch=arch, g_batchnorm=True, g_hidden=(32, 64), g_channels=8, device="cpu")
+    old, D = build_models(cfg)
+    for layer in old.modules():  # the layers batch norm follows, with the biases they used to have
+        if isinstance(layer, (torch.nn.Linear, torch.nn.ConvTranspose2d)) and layer.bias is None:
+            layer.bias = torch.nn.Parameter(torch.randn(layer.weight.shape[0 if isinstance(layer, torch.nn.Linear) else 1]))
+    with torch.no_grad():
+        for _ in range(3):  # the running statistics take the biases in
+            old(torch.randn(64, cfg.latent_dim))
+    old.eval()
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "old.pt", cfg, old, D))
+    torch.testing.assert_close(generate(loaded.generator, 64, seed=3), generate(old, 64, seed=3), atol=1e-5, rtol=0)
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
