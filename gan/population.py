@@ -43,13 +43,12 @@ def population_support(cfg: TrainConfig) -> str | None:
     """Why ``cfg`` cannot train in a population (one line naming the fields), or None if it can."""
     unsupported = {
         "arch": cfg.arch != "mlp",
-        "g_batchnorm": cfg.g_batchnorm,
         "compile": cfg.compile,
     }
     bad = [f"{name}={getattr(cfg, name)!r}" for name, is_bad in unsupported.items() if is_bad]
     if not bad:
         return None
-    return f"population training supports MLPs without batch norm or compile; got {', '.join(bad)}"
+    return f"population training supports MLPs without compile; got {', '.join(bad)}"
 
 
 def shape_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
@@ -78,9 +77,9 @@ def _check(configs: Sequence[TrainConfig]) -> None:
 class _Linear(nn.Module):
     """K linear layers as one ``baddbmm``: (K, B, in) -> (K, B, out).
 
-    Its weights (K, in, out) and biases (K, 1, out), and their gradients, are dense blocks of
-    its network's flat buffers, so backward adds into them in place and one optimizer call per
-    member covers all of that member's layers. Layers under spectral norm keep each member's
+    Its weights (K, in, out) and biases (K, 1, out; none where batch norm follows), and their
+    gradients, are dense blocks of its network's flat buffers, so backward adds into them in
+    place and one optimizer call per member covers all of that member's layers. Layers under spectral norm keep each member's
     power-iteration vectors and step them as ``torch.nn.utils.parametrizations.spectral_norm``
     does: once per forward in training mode, none in eval mode.
     """
@@ -91,12 +90,15 @@ class _Linear(nn.Module):
         K, n_in, n_out = len(solo), solo[0].in_features, solo[0].out_features
         end_w, end_b = offset + K * n_in * n_out, offset + self.size(solo[0]) * K
         self.weight = nn.Parameter(flat[offset:end_w].view(K, n_in, n_out))
-        self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n_out))
-        self.weight.grad, self.bias.grad = grad[offset:end_w].view(K, n_in, n_out), grad[end_w:end_b].view(K, 1, n_out)
+        self.weight.grad = grad[offset:end_w].view(K, n_in, n_out)
+        self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n_out)) if solo[0].bias is not None else None
+        if self.bias is not None:
+            self.bias.grad = grad[end_w:end_b].view(K, 1, n_out)
         self.norms = [m.parametrizations.weight[0] for m in solo] if parametrize.is_parametrized(solo[0], "weight") else []
         with torch.no_grad():
             self.weight.copy_(torch.stack([self._raw(m).t() for m in solo]))
-            self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
+            if self.bias is not None:
+                self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
             if self.norms:
                 self.register_buffer("u", torch.stack([n._u for n in self.norms]))  # (K, out)
                 self.register_buffer("v", torch.stack([n._v for n in self.norms]))  # (K, in)
@@ -109,10 +111,11 @@ class _Linear(nn.Module):
     @staticmethod
     def size(layer: nn.Linear) -> int:
         """Numbers of one member's layer: weights and biases."""
-        return (layer.in_features + 1) * layer.out_features
+        return (layer.in_features + (layer.bias is not None)) * layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.normalized() if self.norms else self.weight)
+        W = self.normalized() if self.norms else self.weight
+        return torch.bmm(x, W) if self.bias is None else torch.baddbmm(self.bias, x, W)
 
     def normalized(self) -> torch.Tensor:
         """Each member's weight over its spectral norm, estimated by power iteration."""
@@ -128,10 +131,57 @@ class _Linear(nn.Module):
     @torch.no_grad()
     def copy_to_solo(self, k: int) -> None:
         self._raw(self.solo[k]).copy_(self.weight[k].t())
-        self.solo[k].bias.copy_(self.bias[k, 0])
+        if self.bias is not None:
+            self.solo[k].bias.copy_(self.bias[k, 0])
         if self.norms:
             self.norms[k]._u.copy_(self.u[k])
             self.norms[k]._v.copy_(self.v[k])
+
+
+class _BatchNorm(nn.Module):
+    """K ``BatchNorm1d`` layers over (K, B, F): each member normalises its own batch with its own
+    affine weights (blocks of the network's flat buffers, as _Linear's) and keeps its own running
+    statistics, as ``train``'s layer does: the biased variance normalises, the unbiased one
+    enters the running average, in every training forward."""
+
+    def __init__(self, solo: list[nn.BatchNorm1d], flat: torch.Tensor, grad: torch.Tensor, offset: int):
+        super().__init__()
+        self.solo = solo
+        K, n = len(solo), solo[0].num_features
+        self.eps, self.momentum = solo[0].eps, solo[0].momentum
+        end_w, end_b = offset + K * n, offset + 2 * K * n
+        self.weight = nn.Parameter(flat[offset:end_w].view(K, 1, n))
+        self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n))
+        self.weight.grad, self.bias.grad = grad[offset:end_w].view(K, 1, n), grad[end_w:end_b].view(K, 1, n)
+        with torch.no_grad():
+            self.weight.copy_(torch.stack([m.weight for m in solo]).unsqueeze(1))
+            self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, torch.stack([getattr(m, name) for m in solo]))  # (K, F), (K,)
+
+    @staticmethod
+    def size(layer: nn.BatchNorm1d) -> int:
+        return 2 * layer.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            var, mean = torch.var_mean(x, dim=1, correction=0)
+            with torch.no_grad():
+                n = x.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * (n / (n - 1)), self.momentum)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + self.eps) * self.weight + self.bias
+
+    @torch.no_grad()
+    def copy_to_solo(self, k: int) -> None:
+        own = self.solo[k]
+        own.weight.copy_(self.weight[k, 0])
+        own.bias.copy_(self.bias[k, 0])
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            getattr(own, name).copy_(getattr(self, name)[k])
 
 
 class _Dropout(nn.Module):
@@ -161,22 +211,31 @@ class _Dropout(nn.Module):
         return x * (uniform16 < self.threshold).to(x.dtype).mul_(self.scale.to(x.dtype))
 
 
+def _batched(layer: nn.Module) -> type[_Linear] | type[_BatchNorm] | None:
+    """The batched layer for a member's layer with weights (parametrized ones too), else None."""
+    for solo, batched in ((nn.Linear, _Linear), (nn.BatchNorm1d, _BatchNorm)):
+        if isinstance(layer, solo):
+            return batched
+    return None
+
+
 class _Net(nn.Sequential):
     """One batched network from the members' ``nn.Sequential``s, layer by layer; ``flat`` and
     ``grad`` hold every weight of every member and their gradients."""
 
     def __init__(self, solos: list[nn.Sequential], generators: list[torch.Generator]):
         device = next(solos[0].parameters()).device
-        P = sum(_Linear.size(m) for m in solos[0] if isinstance(m, nn.Linear))
+        P = sum(_batched(m).size(m) for m in solos[0] if _batched(m))
         flat = torch.empty(len(solos) * P, device=device)
         grad = torch.zeros_like(flat)
         layers: list[nn.Module] = []
         offset = 0
         for parts in zip(*solos):
             first = parts[0]
-            if isinstance(first, nn.Linear):
-                layers.append(_Linear(list(parts), flat, grad, offset))
-                offset += _Linear.size(first) * len(solos)
+            batched = _batched(first)
+            if batched is not None:
+                layers.append(batched(list(parts), flat, grad, offset))
+                offset += batched.size(first) * len(solos)
             elif isinstance(first, Dropout):
                 layers.append(_Dropout([m.p for m in parts], generators))
             else:  # activations: shape fields, so the same in every member
@@ -188,7 +247,7 @@ class _Net(nn.Sequential):
     def copy_to_solo(self, k: int) -> None:
         """Member k's own modules get its current weights."""
         for layer in self:
-            if isinstance(layer, _Linear):
+            if isinstance(layer, (_Linear, _BatchNorm)):
                 layer.copy_to_solo(k)
 
 

@@ -69,6 +69,15 @@ def test_spectral_norm_members_train_as_their_solo_runs(data, placement):
                 torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)  # unit vectors, as the weights
 
 
+def test_g_batchnorm_members_train_as_their_solo_runs_with_their_own_statistics(data):
+    configs = _members(g_batchnorm=True)
+    for cfg, member in zip(configs, train_population(configs, data), strict=True):
+        solo = train(cfg, data)
+        _assert_same_run(member, solo)  # its generator in eval mode: the running statistics
+        for (name, b), (_, a) in zip(member.generator.named_buffers(), solo.generator.named_buffers(), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)  # as the weights: float rounding
+
+
 def test_a_diverged_member_is_frozen_and_reported_while_the_others_go_on(data):
     configs = _members(optimizer="sgd", loss="lsgan", budget=30)
     configs[1] = configs[1].replace(lr_d=1e30, lr_g=1e30)
@@ -137,8 +146,9 @@ def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(da
 
 
 def test_g_ema_members_average_as_their_solo_runs_also_after_one_stops(data):
-    # The averages are batched as G is; a member that leaves takes its average along.
-    configs = _members(g_ema=0.9, spectral_norm="g", budget=30)
+    # The averages are batched as G is (batch-norm statistics and spectral-norm vectors are G's
+    # own); a member that leaves takes its average along.
+    configs = _members(g_ema=0.9, spectral_norm="g", g_batchnorm=True, budget=30)
 
     def on_eval(k, point):
         if k == 1 and point.step == 10:
