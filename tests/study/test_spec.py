@@ -10,8 +10,8 @@ BASE = {"name": "t", "budget": {"steps": 10}, "space": {"lr_g": {"low": 1e-4, "h
 def test_builtin_specs_are_valid():
     assert set(builtin_specs()) >= {"quick", "seeds", "full"}
     quick = load_spec("quick")
-    assert {p.name for p in quick.space} == {"lr_g", "lr_d", "d_dropout", "real_label"}
-    assert quick.pruner == "median" and quick.sampler == "tpe" and quick.population == 4
+    assert {p.name for p in quick.space} == {"lr_g", "lr_d", "d_dropout"}
+    assert quick.pruner == "median" and quick.sampler == "tpe" and quick.population == 2
     # its trials can always share a population: the space varies member fields only
     assert {p.name for p in quick.space} <= set(gan.MEMBER_FIELDS)
     seeds = load_spec("seeds")
