@@ -74,14 +74,22 @@ def _check(configs: Sequence[TrainConfig]) -> None:
         raise ConfigError(f"{why}: train these configs one at a time with gan.train")
 
 
+def _block(flat: torch.Tensor, grad: torch.Tensor, start: int, end: int, shape: tuple[int, ...]) -> nn.Parameter:
+    """A parameter viewing ``flat[start:end]`` as ``shape``, its gradient the same block of ``grad``."""
+    param = nn.Parameter(flat[start:end].view(shape))
+    param.grad = grad[start:end].view(shape)
+    return param
+
+
 class _Linear(nn.Module):
     """K linear layers as one ``baddbmm``: (K, B, in) -> (K, B, out).
 
     Its weights (K, in, out) and biases (K, 1, out; none where batch norm follows), and their
     gradients, are dense blocks of its network's flat buffers, so backward adds into them in
-    place and one optimizer call per member covers all of that member's layers. Layers under spectral norm keep each member's
-    power-iteration vectors and step them as ``torch.nn.utils.parametrizations.spectral_norm``
-    does: once per forward in training mode, none in eval mode.
+    place and one optimizer call per member covers all of that member's layers. Layers under
+    spectral norm keep each member's power-iteration vectors and step them as
+    ``torch.nn.utils.parametrizations.spectral_norm`` does: once per forward in training mode,
+    none in eval mode.
     """
 
     def __init__(self, solo: list[nn.Linear], flat: torch.Tensor, grad: torch.Tensor, offset: int):
@@ -89,11 +97,8 @@ class _Linear(nn.Module):
         self.solo = solo  # the members' own layers, which results and callbacks see
         K, n_in, n_out = len(solo), solo[0].in_features, solo[0].out_features
         end_w, end_b = offset + K * n_in * n_out, offset + self.size(solo[0]) * K
-        self.weight = nn.Parameter(flat[offset:end_w].view(K, n_in, n_out))
-        self.weight.grad = grad[offset:end_w].view(K, n_in, n_out)
-        self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n_out)) if solo[0].bias is not None else None
-        if self.bias is not None:
-            self.bias.grad = grad[end_w:end_b].view(K, 1, n_out)
+        self.weight = _block(flat, grad, offset, end_w, (K, n_in, n_out))
+        self.bias = _block(flat, grad, end_w, end_b, (K, 1, n_out)) if solo[0].bias is not None else None
         self.norms = [m.parametrizations.weight[0] for m in solo] if parametrize.is_parametrized(solo[0], "weight") else []
         with torch.no_grad():
             self.weight.copy_(torch.stack([self._raw(m).t() for m in solo]))
@@ -150,9 +155,8 @@ class _BatchNorm(nn.Module):
         K, n = len(solo), solo[0].num_features
         self.eps, self.momentum = solo[0].eps, solo[0].momentum
         end_w, end_b = offset + K * n, offset + 2 * K * n
-        self.weight = nn.Parameter(flat[offset:end_w].view(K, 1, n))
-        self.bias = nn.Parameter(flat[end_w:end_b].view(K, 1, n))
-        self.weight.grad, self.bias.grad = grad[offset:end_w].view(K, 1, n), grad[end_w:end_b].view(K, 1, n)
+        self.weight = _block(flat, grad, offset, end_w, (K, 1, n))
+        self.bias = _block(flat, grad, end_w, end_b, (K, 1, n))
         with torch.no_grad():
             self.weight.copy_(torch.stack([m.weight for m in solo]).unsqueeze(1))
             self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
@@ -225,7 +229,7 @@ class _Net(nn.Sequential):
 
     def __init__(self, solos: list[nn.Sequential], generators: list[torch.Generator]):
         device = next(solos[0].parameters()).device
-        P = sum(_batched(m).size(m) for m in solos[0] if _batched(m))
+        P = sum(batched.size(m) for m in solos[0] if (batched := _batched(m)) is not None)
         flat = torch.empty(len(solos) * P, device=device)
         grad = torch.zeros_like(flat)
         layers: list[nn.Module] = []
