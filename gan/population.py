@@ -1,8 +1,9 @@
 """Population training: K GANs of one shape trained in lockstep as one batched model.
 
 Every member's weights are stacked along a leading member dimension, so each linear layer of
-all K generators (or discriminators) is one ``baddbmm`` and one optimizer update serves them
-all: a step trains K GANs for about the fixed cost (Python, dispatch, autograd) of one.
+all K generators (or discriminators) is one ``baddbmm``, each conv one conv with ``groups=K``
+(``gan._batched``), and one optimizer update serves them all: a step trains K GANs for about
+the fixed cost (Python, dispatch, autograd) of one, in fewer, larger kernels.
 Members are independent: each has its own initial weights, data order, noise and dropout
 masks (all from its seed, drawn exactly as ``train`` draws them), its own hyperparameters
 (learning rates, betas and momentum in its optimizer group; dropout rate, label smoothing and
@@ -17,20 +18,18 @@ docs/performance.md has the speed-ups measured by ``python -m benchmarks.populat
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
+from ._batched import Net
 from .config import FIELDS, TrainConfig
 from .data import MNIST
 from .errors import ConfigError
 from .losses import gradient_penalty
-from .models import IMAGE_PIXELS, Dropout, build_models, kept16
+from .models import IMAGE_PIXELS, DCGANGenerator, build_models
 from .train import EvalPoint, Records, TrainResult, _optimizer, train_members
 
 __all__ = ["MEMBER_FIELDS", "population_support", "shape_key", "train_population"]
@@ -41,14 +40,9 @@ MEMBER_FIELDS = ("seed", "lr_g", "lr_d", "beta1", "beta2", "momentum", "d_dropou
 
 def population_support(cfg: TrainConfig) -> str | None:
     """Why ``cfg`` cannot train in a population (one line naming the fields), or None if it can."""
-    unsupported = {
-        "arch": cfg.arch != "mlp",
-        "compile": cfg.compile,
-    }
-    bad = [f"{name}={getattr(cfg, name)!r}" for name, is_bad in unsupported.items() if is_bad]
-    if not bad:
-        return None
-    return f"population training supports MLPs without compile; got {', '.join(bad)}"
+    if cfg.compile:  # a population's batched layers are not the modules compile would trace
+        return "population training runs uncompiled; got compile=True"
+    return None
 
 
 def shape_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
@@ -74,185 +68,13 @@ def _check(configs: Sequence[TrainConfig]) -> None:
         raise ConfigError(f"{why}: train these configs one at a time with gan.train")
 
 
-def _block(flat: torch.Tensor, grad: torch.Tensor, start: int, end: int, shape: tuple[int, ...]) -> nn.Parameter:
-    """A parameter viewing ``flat[start:end]`` as ``shape``, its gradient the same block of ``grad``."""
-    param = nn.Parameter(flat[start:end].view(shape))
-    param.grad = grad[start:end].view(shape)
-    return param
-
-
-class _Linear(nn.Module):
-    """K linear layers as one ``baddbmm``: (K, B, in) -> (K, B, out).
-
-    Its weights (K, in, out) and biases (K, 1, out; none where batch norm follows), and their
-    gradients, are dense blocks of its network's flat buffers, so backward adds into them in
-    place and one optimizer call per member covers all of that member's layers. Layers under
-    spectral norm keep each member's power-iteration vectors and step them as
-    ``torch.nn.utils.parametrizations.spectral_norm`` does: once per forward in training mode,
-    none in eval mode.
-    """
-
-    def __init__(self, solo: list[nn.Linear], flat: torch.Tensor, grad: torch.Tensor, offset: int):
-        super().__init__()
-        self.solo = solo  # the members' own layers, which results and callbacks see
-        K, n_in, n_out = len(solo), solo[0].in_features, solo[0].out_features
-        end_w, end_b = offset + K * n_in * n_out, offset + self.size(solo[0]) * K
-        self.weight = _block(flat, grad, offset, end_w, (K, n_in, n_out))
-        self.bias = _block(flat, grad, end_w, end_b, (K, 1, n_out)) if solo[0].bias is not None else None
-        self.norms = [m.parametrizations.weight[0] for m in solo] if parametrize.is_parametrized(solo[0], "weight") else []
-        with torch.no_grad():
-            self.weight.copy_(torch.stack([self._raw(m).t() for m in solo]))
-            if self.bias is not None:
-                self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
-            if self.norms:
-                self.register_buffer("u", torch.stack([n._u for n in self.norms]))  # (K, out)
-                self.register_buffer("v", torch.stack([n._v for n in self.norms]))  # (K, in)
-
-    @staticmethod
-    def _raw(layer: nn.Linear) -> torch.Tensor:
-        """The layer's own weight (out, in): under spectral norm, the one before normalising."""
-        return layer.parametrizations.weight.original if parametrize.is_parametrized(layer, "weight") else layer.weight
-
-    @staticmethod
-    def size(layer: nn.Linear) -> int:
-        """Numbers of one member's layer: weights and biases."""
-        return (layer.in_features + (layer.bias is not None)) * layer.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        W = self.normalized() if self.norms else self.weight
-        return torch.bmm(x, W) if self.bias is None else torch.baddbmm(self.bias, x, W)
-
-    def normalized(self) -> torch.Tensor:
-        """Each member's weight over its spectral norm, estimated by power iteration."""
-        W = self.weight  # (K, in, out): each member's (out, in) matrix, transposed
-        eps = self.norms[0].eps
-        if self.training:
-            with torch.no_grad():
-                self.u = F.normalize(torch.bmm(self.v.unsqueeze(1), W).squeeze(1), dim=-1, eps=eps)  # W v
-                self.v = F.normalize(torch.bmm(W, self.u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # W^T u
-        sigma = (self.u * torch.bmm(self.v.unsqueeze(1), W).squeeze(1)).sum(-1)  # u . W v, with W's gradient
-        return W / sigma.view(-1, 1, 1)
-
-    @torch.no_grad()
-    def copy_to_solo(self, k: int) -> None:
-        self._raw(self.solo[k]).copy_(self.weight[k].t())
-        if self.bias is not None:
-            self.solo[k].bias.copy_(self.bias[k, 0])
-        if self.norms:
-            self.norms[k]._u.copy_(self.u[k])
-            self.norms[k]._v.copy_(self.v[k])
-
-
-class _BatchNorm(nn.Module):
-    """K ``BatchNorm1d`` layers over (K, B, F): each member normalises its own batch with its own
-    affine weights (blocks of the network's flat buffers, as _Linear's) and keeps its own running
-    statistics, as ``train``'s layer does: the biased variance normalises, the unbiased one
-    enters the running average, in every training forward."""
-
-    def __init__(self, solo: list[nn.BatchNorm1d], flat: torch.Tensor, grad: torch.Tensor, offset: int):
-        super().__init__()
-        self.solo = solo
-        K, n = len(solo), solo[0].num_features
-        self.eps, self.momentum = solo[0].eps, solo[0].momentum
-        end_w, end_b = offset + K * n, offset + 2 * K * n
-        self.weight = _block(flat, grad, offset, end_w, (K, 1, n))
-        self.bias = _block(flat, grad, end_w, end_b, (K, 1, n))
-        with torch.no_grad():
-            self.weight.copy_(torch.stack([m.weight for m in solo]).unsqueeze(1))
-            self.bias.copy_(torch.stack([m.bias for m in solo]).unsqueeze(1))
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            self.register_buffer(name, torch.stack([getattr(m, name) for m in solo]))  # (K, F), (K,)
-
-    @staticmethod
-    def size(layer: nn.BatchNorm1d) -> int:
-        return 2 * layer.num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            var, mean = torch.var_mean(x, dim=1, correction=0)
-            with torch.no_grad():
-                n = x.shape[1]
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * (n / (n - 1)), self.momentum)
-                self.num_batches_tracked += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + self.eps) * self.weight + self.bias
-
-    @torch.no_grad()
-    def copy_to_solo(self, k: int) -> None:
-        own = self.solo[k]
-        own.weight.copy_(self.weight[k, 0])
-        own.bias.copy_(self.bias[k, 0])
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            getattr(own, name).copy_(getattr(self, name)[k])
-
-
-class _Dropout(nn.Module):
-    """``gan.models.Dropout`` per member: its own rate and its own random stream.
-
-    Each member's mask comes from 16-bit uniforms drawn from its generator exactly as ``train``
-    draws them from the global RNG, so a member's masks are the solo run's masks.
-    """
-
-    def __init__(self, rates: list[float], generators: list[torch.Generator]):
-        super().__init__()
-        self.rates, self.generators = rates, generators
-        kept = [kept16(p) for p in rates]
-        self.register_buffer("threshold", torch.tensor(kept, dtype=torch.int32).sub(32768).view(-1, 1, 1))
-        self.register_buffer("scale", torch.tensor([65536 / k for k in kept]).view(-1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        n = x[0].numel()
-        words = (n + 3) // 4
-        bits = torch.zeros(len(self.rates), words, dtype=torch.int64, device=x.device)
-        for k, (p, g) in enumerate(zip(self.rates, self.generators)):
-            if p > 0:  # a rate-0 member draws nothing, as train's Dropout does
-                bits[k].random_(-(2**63), None, generator=g)
-        uniform16 = bits.view(torch.int16)[:, :n].reshape(x.shape)
-        return x * (uniform16 < self.threshold).to(x.dtype).mul_(self.scale.to(x.dtype))
-
-
-def _batched(layer: nn.Module) -> type[_Linear] | type[_BatchNorm] | None:
-    """The batched layer for a member's layer with weights (parametrized ones too), else None."""
-    for solo, batched in ((nn.Linear, _Linear), (nn.BatchNorm1d, _BatchNorm)):
-        if isinstance(layer, solo):
-            return batched
-    return None
-
-
-class _Net(nn.Sequential):
-    """One batched network from the members' ``nn.Sequential``s, layer by layer; ``flat`` and
-    ``grad`` hold every weight of every member and their gradients."""
-
-    def __init__(self, solos: list[nn.Sequential], generators: list[torch.Generator]):
-        device = next(solos[0].parameters()).device
-        P = sum(batched.size(m) for m in solos[0] if (batched := _batched(m)) is not None)
-        flat = torch.empty(len(solos) * P, device=device)
-        grad = torch.zeros_like(flat)
-        layers: list[nn.Module] = []
-        offset = 0
-        for parts in zip(*solos):
-            first = parts[0]
-            batched = _batched(first)
-            if batched is not None:
-                layers.append(batched(list(parts), flat, grad, offset))
-                offset += batched.size(first) * len(solos)
-            elif isinstance(first, Dropout):
-                layers.append(_Dropout([m.p for m in parts], generators))
-            else:  # activations: shape fields, so the same in every member
-                assert isinstance(first, (nn.LeakyReLU, nn.Tanh, nn.Sigmoid)), type(first)
-                layers.append(first)
-        super().__init__(*layers)
-        self.flat, self.grad = flat, grad
-
-    def copy_to_solo(self, k: int) -> None:
-        """Member k's own modules get its current weights."""
-        for layer in self:
-            if isinstance(layer, (_Linear, _BatchNorm)):
-                layer.copy_to_solo(k)
+def _layers(net: nn.Module) -> list[nn.Module]:
+    """A member's G or D as the layers its forward applies, in order (``gan._batched.Net``'s input)."""
+    if isinstance(net, DCGANGenerator):  # its dense stem, then its conv stack
+        norm = [] if isinstance(net.head_norm, nn.Identity) else [net.head_norm]
+        stem = [net.project, *norm, nn.LeakyReLU(net.slope), nn.Unflatten(-1, (net.channels, net.stem, net.stem))]
+        return stem + list(net.net)
+    return list(net.net)
 
 
 class _Optimizer:
@@ -260,7 +82,7 @@ class _Optimizer:
     one parameter group per distinct (learning rate, betas, momentum): repeats of one config
     share one group, so one fused update serves them all."""
 
-    def __init__(self, net: _Net, lrs: list[float], configs: Sequence[TrainConfig]):
+    def __init__(self, net: Net, lrs: list[float], configs: Sequence[TrainConfig]):
         self.grad = net.grad
         self.members: list[list[nn.Parameter]] = []
         groups: dict[tuple, dict] = {}
@@ -294,9 +116,8 @@ class _Batched:
     """The members of one shape still training, as one batched G and D built from the members'
     own modules (each as ``train`` builds it), which callbacks and results see."""
 
-    image_shape = (IMAGE_PIXELS,)
-
     def __init__(self, configs: Sequence[TrainConfig], device: torch.device):
+        self.image_shape = (IMAGE_PIXELS,) if configs[0].arch == "mlp" else (1, 28, 28)
         # Each member as train builds it: weights from its seed, then the global RNG's next
         # draws (train's dropout masks) continue in that member's own generator.
         self.configs, self.solo_g, self.solo_d, self.mask_rngs = list(configs), [], [], []
@@ -327,10 +148,10 @@ class _Batched:
             if self.solo_avg:
                 self.G_avg.copy_to_solo(i)
         configs, rngs = [self.configs[k] for k in members], [self.mask_rngs[k] for k in members]
-        G = _Net([self.solo_g[k].net for k in members], rngs).train()
+        G = Net([_layers(self.solo_g[k]) for k in members], rngs).train()
         if self.solo_avg:
-            self.G_avg = _Net([self.solo_avg[k].net for k in members], rngs)
-        critic = _Net([self.solo_d[k].net for k in members], rngs).train()
+            self.G_avg = Net([_layers(self.solo_avg[k]) for k in members], rngs)
+        critic = Net([_layers(self.solo_d[k]) for k in members], rngs).train()
         opt_g = _Optimizer(G, [c.lr_g for c in configs], configs)
         opt_d = _Optimizer(critic, [c.lr_d for c in configs], configs)
         if self.rows:
@@ -348,7 +169,8 @@ class _Batched:
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         # Each member's interpolation weights come next in its own stream, as train draws them.
-        alpha = torch.stack([torch.rand(real.shape[1], 1, generator=self.mask_rngs[k], device=real.device) for k in self.rows])
+        shape = (real.shape[1], *[1] * len(self.image_shape))
+        alpha = torch.stack([torch.rand(shape, generator=self.mask_rngs[k], device=real.device) for k in self.rows])
         return gradient_penalty(self.discriminate, real, fake, alpha)
 
     @torch.no_grad()

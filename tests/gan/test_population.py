@@ -78,6 +78,27 @@ def test_g_batchnorm_members_train_as_their_solo_runs_with_their_own_statistics(
             torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)  # as the weights: float rounding
 
 
+_SMALL_DCGAN = {"arch": "dcgan", "g_channels": 16, "d_channels": (8, 16), "batch_size": 32}
+
+
+@pytest.mark.parametrize("knobs", [
+    {},
+    {"g_batchnorm": True, "g_ema": 0.9},
+    {"spectral_norm": "both", "self_attention": "both"},
+    {"g_stem": 14, "self_attention": "g", "loss": "wgan-gp"},
+], ids=["plain", "batchnorm-ema", "sn-attention", "stem14-wgan-gp"])
+def test_dcgan_members_train_as_their_solo_runs(data, knobs):
+    # Convs as one grouped conv, batch norm over every member's channels, attention batched over
+    # members; spectral norm's vectors and batch norm's statistics are the members' own.
+    configs = _members(**_SMALL_DCGAN, **knobs, smoothing=1.0 if knobs.get("loss") == "wgan-gp" else 0.9)
+    for cfg, member in zip(configs, train_population(configs, data), strict=True):
+        solo = train(cfg, data)
+        _assert_same_run(member, solo)
+        for net in ("generator", "discriminator"):
+            for (name, b), (_, a) in zip(getattr(member, net).named_buffers(), getattr(solo, net).named_buffers(), strict=True):
+                torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)
+
+
 def test_a_diverged_member_is_frozen_and_reported_while_the_others_go_on(data):
     configs = _members(optimizer="sgd", loss="lsgan", budget=30)
     configs[1] = configs[1].replace(lr_d=1e30, lr_g=1e30)
@@ -145,10 +166,12 @@ def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(da
         train_population(configs, data, on_records=stop_all, records_every=5)
 
 
-def test_g_ema_members_average_as_their_solo_runs_also_after_one_stops(data):
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_g_ema_members_average_as_their_solo_runs_also_after_one_stops(data, arch):
     # The averages are batched as G is (batch-norm statistics and spectral-norm vectors are G's
-    # own); a member that leaves takes its average along.
-    configs = _members(g_ema=0.9, spectral_norm="g", g_batchnorm=True, budget=30)
+    # own); a member that leaves takes its average along, and the others are batched anew.
+    dcgan = {**_SMALL_DCGAN, "self_attention": "both", "budget": 20} if arch == "dcgan" else {}
+    configs = _members(**{"g_ema": 0.9, "spectral_norm": "g", "g_batchnorm": True, "budget": 30, **dcgan})
 
     def on_eval(k, point):
         if k == 1 and point.step == 10:
@@ -167,7 +190,7 @@ def test_members_that_differ_in_shape_or_use_unsupported_models_are_refused(data
     base = TrainConfig(budget=5, batch_size=32, device="cpu")
     with pytest.raises(ConfigError, match="member 1 differs from member 0 in batch_size"):
         train_population([base, base.replace(batch_size=64)], data)
-    with pytest.raises(ConfigError, match="arch='dcgan'.*one at a time with gan.train"):
-        train_population([base.replace(arch="dcgan")] * 2, data)
+    with pytest.raises(ConfigError, match="compile=True.*one at a time with gan.train"):
+        train_population([base.replace(compile=True)] * 2, data)
     with pytest.raises(ConfigError, match="at least one config"):
         train_population([], data)
