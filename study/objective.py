@@ -320,7 +320,7 @@ class TrialRunner:
         groups: dict[Any, list[RunTraining]] = {}
         for s in started:
             for run in s.runs:
-                alone = gan.population_support(run.cfg) is not None
+                alone = gan.population_support(run.cfg) is not None or self._auto_alone(run.cfg)
                 groups.setdefault(id(run) if alone else gan.shape_key(run.cfg), []).append(run)
         results: dict[int, Any] = {}  # id(run) -> its result
         for group in groups.values():
@@ -331,6 +331,12 @@ class TrialRunner:
                         record.write(run.trial, population=len(chunk))
                 results.update(zip(map(id, chunk), train_runs(chunk, self.evaluation.data), strict=True))
         return {s.trial.number: [results[id(run)] for run in s.runs] for s in started}
+
+    def _auto_alone(self, cfg: gan.TrainConfig) -> bool:
+        """``population: auto`` trains DCGANs one at a time on the CPU: there a grouped conv is
+        no faster than one conv per member, and populations of 4 ran at x0.91-0.97 of solo
+        runs (docs/performance.md). A spec's ``population: K`` still batches them."""
+        return self.spec.population is None and cfg.arch == "dcgan" and cfg.resolved_device().type == "cpu"
 
     def complete(self, started: _Started, results: list[dict[str, Any]]) -> float | tuple[float, ...]:
         """End a trial whose runs all trained: its summary, and its objective value(s)."""

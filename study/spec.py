@@ -86,8 +86,8 @@ class StudySpec:
     repeats: int = 1
     population: int | None = None
     """Training runs trained at once as one batched model (``gan.train_population``), where the
-    configs allow. Unset (``auto``): a trial's repeats, up to 8 at once, and trials one at a
-    time. K: up to K runs at once, from ``K // repeats`` trials asked of Optuna together (a
+    configs allow. Unset (``auto``): a trial's repeats, up to 8 at once (DCGANs on the CPU one
+    at a time: no faster there), and trials one at a time. K: up to K runs at once, from ``K // repeats`` trials asked of Optuna together (a
     search's TPE then uses its constant liar; a sweep's or grid's are its next points, grouped
     by shape). 1: everything one at a time."""
     seed: int = 0

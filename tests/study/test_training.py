@@ -44,6 +44,23 @@ def test_repeats_train_as_one_population_with_one_run_each_as_when_one_at_a_time
         assert "final/samples_20.png" in artifacts and "final/metrics.json" in artifacts
 
 
+def test_dcgan_repeats_train_one_at_a_time_on_the_cpu_unless_the_spec_asks_for_a_population(tmp_path):
+    # population auto: grouped convs are no faster on a CPU; population 2 batches them all the same
+    small = {"arch": "dcgan", "g_channels": 16, "d_channels": [8, 16], "batch_size": 32}
+    trials = {}
+    for population in (None, 2):
+        name = f"dcgan{population or 'auto'}"
+        spec = write_spec(tmp_path, name=name, trials=1, repeats=2, population=population, fixed=small,
+                          budget={"steps": 10}, evaluation={"every": 5, "samples": 200, "final_samples": 200})
+        done = gan_study("run", str(spec), "--workdir", str(tmp_path / name), "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (trials[population],) = journal_study(tmp_path / name, name).trials
+    assert trials[None].user_attrs["population"] == 1 and trials[2].user_attrs["population"] == 2
+    for a, b in zip(trials[None].user_attrs["repeat_metrics"], trials[2].user_attrs["repeat_metrics"], strict=True):
+        for metric in ("fd", "kl_uniform", "d_acc_generated"):
+            assert a[metric] == pytest.approx(b[metric], rel=1e-2, abs=1e-3), metric
+
+
 def _cohort(tmp_path, name: str, population: int, lrs: list[float], **changes):
     # lr_d 3e-4: at 1e-3 (with lr_g 1e-3) the run is chaotic (weights 1e-7 apart at the start
     # give d_loss 2e-3 apart by step 32), and on an Intel AVX-512 CPU a population member (bmm
