@@ -6,9 +6,9 @@ Activations travel in one of two layouts. *Stacked*, (K, B, ...), for linear lay
 the k-th block, so each conv of all K members is one conv with ``groups=K`` and each
 ``BatchNorm2d`` one over K * C channels. :class:`Net` switches layouts where the layers ask.
 
-Every weight of every member, and its gradient, is a block of its network's flat buffers, with
-the member as the leading dimension, so backward adds into them in place, one optimizer call
-covers all of a member's layers, and ``g_ema`` averages a whole network in one ``lerp_``.
+Every weight of every member is a block of its network's flat buffer, with the member as the
+leading dimension, so ``g_ema`` averages a whole network in one ``lerp_``, and a member's
+weights are views the optimizer updates in place.
 Layers under spectral norm keep each member's power-iteration vectors and step them as
 ``torch.nn.utils.parametrizations.spectral_norm`` does: once per forward in training mode,
 none in eval mode. ``copy_to_solo(k)`` gives member k's own modules its current state.
@@ -28,12 +28,9 @@ __all__ = ["Net"]
 _Conv = nn.Conv2d | nn.ConvTranspose2d
 
 
-def _block(flat: torch.Tensor, grad: torch.Tensor, start: int, shape: tuple[int, ...]) -> nn.Parameter:
-    """A parameter viewing ``flat`` from ``start`` as ``shape``, its gradient the same block of ``grad``."""
-    end = start + torch.Size(shape).numel()
-    param = nn.Parameter(flat[start:end].view(shape))
-    param.grad = grad[start:end].view(shape)
-    return param
+def _block(flat: torch.Tensor, start: int, shape: tuple[int, ...]) -> nn.Parameter:
+    """A parameter viewing ``flat`` from ``start`` as ``shape``."""
+    return nn.Parameter(flat[start:start + torch.Size(shape).numel()].view(shape))
 
 
 def _raw(layer: nn.Module) -> torch.Tensor:
@@ -45,13 +42,13 @@ class _Weighted(nn.Module):
     """K members' linear or conv layers: the weights (K, *member's shape, transposed for linear
     layers), the biases (K, out) and, under spectral norm, each member's vectors."""
 
-    def __init__(self, solo: list[nn.Module], flat: torch.Tensor, grad: torch.Tensor, offset: int):
+    def __init__(self, solo: list[nn.Module], flat: torch.Tensor, offset: int):
         super().__init__()
         self.solo = solo  # the members' own layers, which results and callbacks see
         K = len(solo)
-        self.weight = _block(flat, grad, offset, (K, *self._own(solo[0]).shape))
+        self.weight = _block(flat, offset, (K, *self._own(solo[0]).shape))
         bias = solo[0].bias
-        self.bias = None if bias is None else _block(flat, grad, offset + self.weight.numel(), (K, *bias.shape))
+        self.bias = None if bias is None else _block(flat, offset + self.weight.numel(), (K, *bias.shape))
         self.norms = [m.parametrizations.weight[0] for m in solo] if parametrize.is_parametrized(solo[0], "weight") else []
         with torch.no_grad():
             self.weight.copy_(torch.stack([self._own(m) for m in solo]))
@@ -120,8 +117,8 @@ class _Convolution(_Weighted):
 
     grouped = True
 
-    def __init__(self, solo: list[_Conv], flat: torch.Tensor, grad: torch.Tensor, offset: int):
-        super().__init__(solo, flat, grad, offset)
+    def __init__(self, solo: list[_Conv], flat: torch.Tensor, offset: int):
+        super().__init__(solo, flat, offset)
         first = solo[0]
         self.transposed = isinstance(first, nn.ConvTranspose2d)
         self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
@@ -145,14 +142,14 @@ class _BatchNorm(nn.Module):
     its own batch with its own affine weights and keeps its own running statistics, as ``train``'s
     layer does: the biased variance normalises, the unbiased one enters the running average."""
 
-    def __init__(self, solo: list[nn.BatchNorm1d | nn.BatchNorm2d], flat: torch.Tensor, grad: torch.Tensor, offset: int):
+    def __init__(self, solo: list[nn.BatchNorm1d | nn.BatchNorm2d], flat: torch.Tensor, offset: int):
         super().__init__()
         self.solo = solo
         K, n = len(solo), solo[0].num_features
         self.grouped = isinstance(solo[0], nn.BatchNorm2d)
         self.eps, self.momentum = solo[0].eps, solo[0].momentum
-        self.weight = _block(flat, grad, offset, (K, n))
-        self.bias = _block(flat, grad, offset + K * n, (K, n))
+        self.weight = _block(flat, offset, (K, n))
+        self.bias = _block(flat, offset + K * n, (K, n))
         with torch.no_grad():
             self.weight.copy_(torch.stack([m.weight for m in solo]))
             self.bias.copy_(torch.stack([m.bias for m in solo]))
@@ -195,15 +192,15 @@ class _Attention(nn.Module):
 
     grouped = True
 
-    def __init__(self, solo: list[SelfAttention], flat: torch.Tensor, grad: torch.Tensor, offset: int):
+    def __init__(self, solo: list[SelfAttention], flat: torch.Tensor, offset: int):
         super().__init__()
         self.solo = solo
         self.convs = nn.ModuleList()
         for name in ("query", "key", "value"):
             parts = [getattr(m, name) for m in solo]
-            self.convs.append(_Convolution(parts, flat, grad, offset))
+            self.convs.append(_Convolution(parts, flat, offset))
             offset += _Convolution.size(parts[0]) * len(solo)
-        self.gamma = _block(flat, grad, offset, (len(solo), 1))
+        self.gamma = _block(flat, offset, (len(solo), 1))
         with torch.no_grad():
             self.gamma.copy_(torch.stack([m.gamma for m in solo]))
 
@@ -293,22 +290,21 @@ def _batched(layer: nn.Module) -> type[nn.Module] | None:
 
 class Net(nn.Sequential):
     """One batched network from the members' layer lists (each member's layers in the order its
-    forward applies them); ``flat`` and ``grad`` hold every weight of every member and their
-    gradients. It takes and returns stacked activations."""
+    forward applies them); ``flat`` holds every weight of every member. It takes and returns
+    stacked activations."""
 
     def __init__(self, solos: list[list[nn.Module]], generators: list[torch.Generator]):
         K = len(solos)
         device = next(p.device for m in solos[0] for p in m.parameters())
         P = sum(batched.size(m) for m in solos[0] if (batched := _batched(m)) is not None)
         flat = torch.empty(K * P, device=device)
-        grad = torch.zeros_like(flat)
         layers: list[nn.Module] = []
         offset, grouped = 0, False
         for parts in zip(*solos):
             first = parts[0]
             batched = _batched(first)
             if batched is not None:
-                layer = batched(list(parts), flat, grad, offset)
+                layer = batched(list(parts), flat, offset)
                 offset += batched.size(first) * K
             elif isinstance(first, Dropout):
                 layer = _Dropout([m.p for m in parts], generators, grouped)
@@ -327,7 +323,7 @@ class Net(nn.Sequential):
             layers.append(_ToStacked(K, flatten=False))
         assert offset == K * P
         super().__init__(*layers)
-        self.flat, self.grad = flat, grad
+        self.flat = flat
 
     def copy_to_solo(self, k: int) -> None:
         """Member k's own modules get its current weights."""
