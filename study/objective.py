@@ -320,7 +320,7 @@ class TrialRunner:
         groups: dict[Any, list[RunTraining]] = {}
         for s in started:
             for run in s.runs:
-                alone = gan.population_support(run.cfg) is not None or self._auto_alone(run.cfg)
+                alone = gan.population_support(run.cfg) is not None or self.alone_under_auto(run.cfg)
                 groups.setdefault(id(run) if alone else gan.shape_key(run.cfg), []).append(run)
         results: dict[int, Any] = {}  # id(run) -> its result
         for group in groups.values():
@@ -332,7 +332,7 @@ class TrialRunner:
                 results.update(zip(map(id, chunk), train_runs(chunk, self.evaluation.data), strict=True))
         return {s.trial.number: [results[id(run)] for run in s.runs] for s in started}
 
-    def _auto_alone(self, cfg: gan.TrainConfig) -> bool:
+    def alone_under_auto(self, cfg: gan.TrainConfig) -> bool:
         """``population: auto`` trains DCGANs one at a time on the CPU: there a grouped conv is
         no faster than one conv per member, and populations of 4 ran at x0.91-0.97 of solo
         runs (docs/performance.md). A spec's ``population: K`` still batches them."""
