@@ -166,8 +166,8 @@ class _BatchNorm(nn.Module):
         if self.grouped:  # one BatchNorm2d over every member's channels: (B, K * C, H, W)
             return F.batch_norm(x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.flatten(),
                                 self.bias.flatten(), self.training, self.momentum, self.eps)
-        if self.training:
-            var, mean = torch.var_mean(x, dim=1, correction=0)
+        if self.training:  # statistics in float32, as batch_norm keeps them under bf16 autocast
+            var, mean = torch.var_mean(x.float(), dim=1, correction=0)
             with torch.no_grad():
                 n = x.shape[1]
                 self.running_mean.lerp_(mean, self.momentum)
