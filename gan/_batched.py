@@ -78,11 +78,13 @@ class _Weighted(nn.Module):
             return W
         M = self._matrices(W)
         eps = self.norms[0].eps
-        if self.training:
-            with torch.no_grad():
-                self.u = F.normalize(torch.bmm(M, self.v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # W v
-                self.v = F.normalize(torch.bmm(self.u.unsqueeze(1), M).squeeze(1), dim=-1, eps=eps)  # W^T u
-        sigma = (self.u * torch.bmm(M, self.v.unsqueeze(-1)).squeeze(-1)).sum(-1)  # u . W v, with W's gradient
+        # float32 under bf16 autocast too, as the parametrization's mv and vdot (not autocast) are
+        with torch.autocast(W.device.type, enabled=False):
+            if self.training:
+                with torch.no_grad():
+                    self.u = F.normalize(torch.bmm(M, self.v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # W v
+                    self.v = F.normalize(torch.bmm(self.u.unsqueeze(1), M).squeeze(1), dim=-1, eps=eps)  # W^T u
+            sigma = (self.u * torch.bmm(M, self.v.unsqueeze(-1)).squeeze(-1)).sum(-1)  # u . W v, with W's gradient
         return W / sigma.view(-1, *[1] * (W.dim() - 1))
 
     @torch.no_grad()

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from gan import ConfigError, DivergenceError, TrainConfig, TrainResult, load_mnist, train, train_population
+from gan import ConfigError, DivergenceError, TrainConfig, TrainResult, build_models, load_mnist, train, train_population
+from gan._batched import Net
+from gan.population import _layers
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +111,18 @@ def test_bf16_members_follow_their_solo_runs(data, arch):
         solo = train(cfg, data)
         for key in ("g_loss", "d_loss"):
             assert member.history[key] == pytest.approx(solo.history[key], abs=2e-2), key
-        for (name, b), (_, a) in zip(member.generator.named_buffers(), solo.generator.named_buffers(), strict=True):
-            assert b.dtype == a.dtype, name  # float32 running statistics, as the solo run's
+
+
+def test_batched_layers_keep_float32_state_under_bf16_autocast():
+    # batch norm's running statistics and spectral norm's vectors, as the solo modules keep theirs
+    cfg = TrainConfig(**_SMALL_DCGAN, g_batchnorm=True, spectral_norm="both", self_attention="g")
+    generators = [build_models(cfg)[0] for _ in range(2)]
+    net = Net([_layers(G) for G in generators], [torch.Generator() for _ in generators]).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(torch.randn(2, 4, cfg.latent_dim)).dtype == torch.bfloat16
+    state = {name: b.dtype for name, b in net.named_buffers() if b.is_floating_point()}
+    assert {"0.u", "1.running_mean", "5.v", "6.running_var", "8.convs.0.u"} <= state.keys()  # each kind of layer
+    assert set(state.values()) == {torch.float32}, state
 
 
 def test_a_diverged_member_is_frozen_and_reported_while_the_others_go_on(data):
