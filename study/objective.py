@@ -334,8 +334,8 @@ class TrialRunner:
 
     def alone_under_auto(self, cfg: gan.TrainConfig) -> bool:
         """``population: auto`` trains DCGANs one at a time on the CPU: there a grouped conv is
-        no faster than one conv per member, and populations of 4 ran at x0.91-0.97 of solo
-        runs (docs/performance.md). A spec's ``population: K`` still batches them."""
+        no faster than one conv per member, and a population of 4 ran at x0.94 of solo runs
+        (docs/performance.md). A spec's ``population: K`` still batches them."""
         return self.spec.population is None and cfg.arch == "dcgan" and cfg.resolved_device().type == "cpu"
 
     def complete(self, started: _Started, results: list[dict[str, Any]]) -> float | tuple[float, ...]:

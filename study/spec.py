@@ -87,9 +87,10 @@ class StudySpec:
     population: int | None = None
     """Training runs trained at once as one batched model (``gan.train_population``), where the
     configs allow. Unset (``auto``): a trial's repeats, up to 8 at once (DCGANs on the CPU one
-    at a time: no faster there), and trials one at a time. K: up to K runs at once, from ``K // repeats`` trials asked of Optuna together (a
-    search's TPE then uses its constant liar; a sweep's or grid's are its next points, grouped
-    by shape). 1: everything one at a time."""
+    at a time: no faster there), and trials one at a time. K: up to K runs at once, from
+    ``K // repeats`` trials asked of Optuna together (a search's TPE then uses its constant
+    liar; a sweep's or grid's are its next points, grouped by shape). 1: everything one at a
+    time."""
     seed: int = 0
     fixed: dict[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
