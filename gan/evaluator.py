@@ -1,15 +1,18 @@
-"""The MNIST classifier that scores generated digits: trained once, cached on disk, frozen.
+"""The MNIST classifier that scores generated digits: pinned weights shipped with the package, frozen.
 
 A small CNN (2.1 M multiply-adds per image) trained with batched random affine augmentation,
-batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy after 1.5 minutes of
-training on 2 CPU cores and scores 10,000 images in under half a second there. Its logits give
-classes, KL and the Inception Score; its 128-d penultimate layer is the feature space of the
-Fréchet distance and precision/recall.
+batch norm and a one-cycle schedule; it reaches about 99.5 % test accuracy and scores 10,000
+images in under half a second on 2 CPU cores. Its logits give classes, KL and the Inception
+Score; its 128-d penultimate layer is the feature space of the Fréchet distance and
+precision/recall.
 
 The evaluator defines every score, and the same recipe trains different weights on different
-CPUs (other kernels, other rounding). So a loaded evaluator carries ``weights_hash`` besides the
-recipe's cache ``key``: caches of its features are keyed by it, and its ``card()`` is recorded
-with the scores it gives.
+CPUs (other kernels, other rounding). So, as FID pins its Inception weights, the weights that
+score by default are pinned: ``gan/weights/`` ships them with their card, and loading checks
+their SHA-256 against ``PINNED_WEIGHTS_HASH`` (a mismatch is an error, never a silent
+rescoring). ``source="retrained"`` trains the recipe on this machine instead (cached in
+``$GAN_STUDY_CACHE``); a loaded evaluator carries ``weights_hash`` and ``source``, caches of
+its features are keyed by the hash, and its ``card()`` is recorded with the scores it gives.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,8 +36,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .data import MNIST, load_mnist, resolve_data_dir
+from .errors import GanStudyError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,17 @@ CHANNELS = (24, 48, 64)
 FEATURES = 128
 DROPOUT = 0.2
 ARCHITECTURE = f"CNN {'-'.join(map(str, CHANNELS))} conv, {FEATURES}-d features, 10 classes"
+SOURCES = ("pinned", "retrained")
+PINNED_DIR = Path(__file__).resolve().parent / "weights"
+PINNED_FILE = PINNED_DIR / "evaluator-mnist-cnn-2.pt"
+PINNED_CARD = PINNED_DIR / "evaluator-mnist-cnn-2.json"
+# The pinned weights' ``weights_hash``: written here, not read from the card beside them, so a
+# replaced weights file cannot vouch for itself.
+PINNED_WEIGHTS_HASH = "f303eba57597ec07e9aa1f7e8df252594040d7463ef91eb1827c08cf0cde823a"
+
+
+class EvaluatorError(GanStudyError):
+    """The pinned evaluator's weights are missing or are not the pinned ones."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ class Evaluator(nn.Module):
         """The recipe's cache key: equal on every machine, unlike the weights it trains."""
         self.weights_hash = ""
         """SHA-256 of the loaded weights (see ``weights_hash``): tells this scorer from any other."""
+        self.source = ""
+        """``pinned`` (the shipped weights) or ``retrained`` (the recipe trained on this machine)."""
         self.cache_dir = Path()
         self.data_dir = Path()
 
@@ -111,6 +130,7 @@ class Evaluator(nn.Module):
             "test_loss": self.test_loss,
             "train_seconds": self.train_seconds,
             "recipe_key": self.key,
+            "source": self.source,
         }
 
     @property
@@ -143,17 +163,74 @@ def load_evaluator(
     *,
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    source: str = "pinned",
     config: ClassifierConfig = ClassifierConfig(),
+    progress: bool = False,
 ) -> Evaluator:
-    """The evaluator, trained on MNIST's training split on first use and cached in ``cache_dir``.
+    """The evaluator that scores: the pinned weights (``source="pinned"``, the default), or the
+    recipe ``config`` trained on MNIST's training split on this machine (``"retrained"``).
 
-    ``cache_dir`` defaults to ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``. A cache file
-    that is stale (other data, network or config) or unreadable is replaced by a retraining.
+    Pinned weights load in milliseconds and are the same on every machine; a file whose hash
+    is not ``PINNED_WEIGHTS_HASH`` raises :class:`EvaluatorError`. A retrained evaluator is
+    cached in ``cache_dir`` (default ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``); a
+    cache file that is stale (other data, network or config) or unreadable is replaced by a
+    retraining, with a progress bar on stderr when ``progress``. ``data_dir`` is where the
+    real-data statistics read MNIST from (and, retrained, what the recipe trains on).
     """
+    if source not in SOURCES:
+        raise EvaluatorError(f"evaluator source must be one of {', '.join(SOURCES)}; got {source!r}")
+    cache = resolve_cache_dir(cache_dir)
+    if source == "pinned":
+        model, key = load_pinned()
+    else:
+        model, key = _retrained(data_dir, cache / CACHE_FILE, device, config, progress)
+    model.weights_hash = weights_hash(model)
+    model = model.to(device).eval().requires_grad_(False)
+    model.key, model.source, model.cache_dir, model.data_dir = key, source, cache, resolve_data_dir(data_dir)
+    return model
+
+
+def pinned_card() -> dict[str, Any]:
+    """The pinned weights' card: hash, test accuracy and loss, the recipe and where it was trained."""
+    try:
+        return json.loads(PINNED_CARD.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluatorError(f"cannot read the pinned evaluator's card {PINNED_CARD} ({exc}): reinstall gan-study") from exc
+
+
+def load_pinned() -> tuple[Evaluator, str]:
+    """The shipped evaluator (eval mode, CPU) with its card's numbers, and its recipe key."""
+    card = pinned_card()
+    try:
+        state = torch.load(PINNED_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types on damaged files
+        raise EvaluatorError(f"cannot read the pinned evaluator weights {PINNED_FILE} ({type(exc).__name__}): "
+                             "reinstall gan-study, or score with --evaluator retrained") from exc
+    with torch.random.fork_rng(devices=[]):  # the throwaway initial weights must not consume the caller's RNG
+        model = Evaluator()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise EvaluatorError(f"the pinned evaluator weights {PINNED_FILE} do not fit the network ({exc}): reinstall gan-study") from exc
+    found = weights_hash(model)
+    if found != PINNED_WEIGHTS_HASH:
+        raise EvaluatorError(f"the pinned evaluator weights {PINNED_FILE} have sha256 {found[:16]}…, not the pinned "
+                             f"{PINNED_WEIGHTS_HASH[:16]}…: they were changed; reinstall gan-study (scores from other "
+                             "weights would not compare with anyone's)")
+    model.test_accuracy, model.test_loss = float(card["test_accuracy"]), float(card["test_loss"])
+    model.train_seconds = float(card["train_seconds"])
+    return model.eval(), str(card["recipe_key"])
+
+
+def recipe_key(train_split: MNIST, config: ClassifierConfig = ClassifierConfig()) -> str:
+    """What a retrained evaluator's cache is keyed by: network, recipe and training data."""
+    return digest(VERSION, {"channels": CHANNELS, "features": FEATURES, "dropout": DROPOUT},
+                  dataclasses.asdict(config), data_checksum(train_split))
+
+
+def _retrained(data_dir, path: Path, device, config: ClassifierConfig, progress: bool) -> tuple[Evaluator, str]:
     train_split = load_mnist(data_dir, train=True)
-    key = digest(VERSION, {"channels": CHANNELS, "features": FEATURES, "dropout": DROPOUT},
-                 dataclasses.asdict(config), data_checksum(train_split))
-    path = resolve_cache_dir(cache_dir) / CACHE_FILE
+    key = recipe_key(train_split, config)
     seen = _mtime(path)
     model = _load_cached(path, key)
     if model is None:
@@ -164,7 +241,7 @@ def load_evaluator(
                 model = _load_cached(path, key)
             if model is None:
                 log.info("training the MNIST evaluator (cached in %s)", path)
-                model, seconds = _train(train_split.to(device), config)
+                model, seconds = _train(train_split.to(device), config, progress)
                 model.train_seconds = seconds
                 model.test_accuracy, model.test_loss = accuracy_and_loss(model, load_mnist(data_dir, train=False).to(device))
                 log.info("evaluator: test accuracy %.2f %% after %.0f s of training", 100 * model.test_accuracy, seconds)
@@ -175,10 +252,7 @@ def load_evaluator(
             _save(model, path, key)
         except OSError as exc:  # a read-only shared cache still serves; the loss is recomputed next time
             log.warning("cannot add test_loss to cache file %s (%s)", path, exc)
-    model.weights_hash = weights_hash(model)
-    model = model.to(device).eval().requires_grad_(False)
-    model.key, model.cache_dir, model.data_dir = key, path.parent, resolve_data_dir(data_dir)
-    return model
+    return model, key
 
 
 def _mtime(path: Path) -> int | None:
@@ -241,7 +315,7 @@ def accuracy_and_loss(model: Evaluator, split: MNIST) -> tuple[float, float]:
     return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
 
 
-def _train(split: MNIST, cfg: ClassifierConfig) -> tuple[Evaluator, float]:
+def _train(split: MNIST, cfg: ClassifierConfig, progress: bool = False) -> tuple[Evaluator, float]:
     """A freshly trained evaluator (in eval mode) and the wall seconds its training took."""
     start = time.perf_counter()
     steps_per_epoch = len(split) // cfg.batch_size
@@ -256,6 +330,7 @@ def _train(split: MNIST, cfg: ClassifierConfig) -> tuple[Evaluator, float]:
                               weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
         step = 0
+        bar = tqdm(total=total, desc="training the evaluator", unit="step", disable=not progress, file=sys.stderr)
         while step < total:
             order = torch.randperm(len(split)).to(split.device)
             for i in range(min(steps_per_epoch, total - step)):
@@ -266,6 +341,8 @@ def _train(split: MNIST, cfg: ClassifierConfig) -> tuple[Evaluator, float]:
                 opt.step()
                 sched.step()
                 step += 1
+                bar.update()
+        bar.close()
     return model.eval(), time.perf_counter() - start
 
 

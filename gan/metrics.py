@@ -148,7 +148,8 @@ def real_stats(evaluator: Evaluator, data_dir: str | os.PathLike | None = None) 
     test = load_mnist(folder, train=False)
     # The recipe key alone is not enough: the same recipe trains other weights on another CPU.
     key = digest(METRICS_VERSION, K, evaluator.key, evaluator.weights_hash, data_checksum(test))
-    path = evaluator.cache_dir / "real-stats.pt"
+    # One file per evaluator: a pinned and a retrained one in the same cache do not evict each other.
+    path = evaluator.cache_dir / f"real-stats-{evaluator.weights_hash[:16]}.pt"
     payload = read_cache(path, key)
     try:
         stats = RealStats(**payload, key=key) if payload is not None else None

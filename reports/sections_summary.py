@@ -109,7 +109,8 @@ def evaluator_rows(data: StudyData) -> list[list[str]]:
     return [
         ["evaluator", str(card.get("architecture", "?"))],
         ["evaluator quality", ", ".join(quality) + " (MNIST test split)" if quality else "—"],
-        ["evaluator weights", f"sha256 {str(card.get('weights_hash', ''))[:16]}…; recipe {str(card.get('recipe_key', ''))[:12]}"],
+        ["evaluator weights", f"sha256 {str(card.get('weights_hash', ''))[:16]}…; recipe {str(card.get('recipe_key', ''))[:12]}; "
+                              f"{card.get('source') or 'trained on first use (before the pinned weights)'}"],
     ]
 
 

@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 from gan import metrics
-from gan.evaluator import CACHE_FILE, load_evaluator, weights_hash
+from gan.evaluator import load_evaluator, weights_hash
 from gan.metrics import (
     KEYS,
     class_metrics,
@@ -119,6 +119,10 @@ def test_fd_grows_as_real_images_fade_into_noise(evaluator, mnist_train):
     assert fds[0] < 0.01 * max(fds), shown  # real against real: sampling noise only
 
 
+def _stats_file(ev):
+    return ev.cache_dir / f"real-stats-{ev.weights_hash[:16]}.pt"
+
+
 def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
     stats = real_stats(evaluator)
     assert real_stats(evaluator) is stats
@@ -126,14 +130,13 @@ def test_real_stats_are_cached_in_memory_and_on_disk(evaluator):
     fresh = load_evaluator()  # another object: no memo, reads the file
     again = real_stats(fresh)
     assert again is not stats and torch.equal(again.features, stats.features) and torch.equal(again.sigma, stats.sigma)
-    assert (evaluator.cache_dir / "real-stats.pt").is_file()
+    assert _stats_file(evaluator).is_file()
 
 
 def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog):
     # The same recipe trains other weights on another CPU: same recipe key, other features.
     expected = real_stats(evaluator)
-    for name in (CACHE_FILE, "real-stats.pt"):
-        shutil.copy(evaluator.cache_dir / name, tmp_path / name)
+    shutil.copy(_stats_file(evaluator), tmp_path / _stats_file(evaluator).name)
     same = load_evaluator(cache_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
         assert torch.equal(real_stats(same).features, expected.features)
@@ -143,6 +146,8 @@ def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog)
         other.body[1].weight.mul_(1.01)
     other.weights_hash = weights_hash(other)  # as load_evaluator computes it for such weights
     assert other.key == evaluator.key
+    # A file of these weights' name but written for others (say, copied by hand) is stale.
+    shutil.copy(_stats_file(evaluator), _stats_file(other))
     with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
         stats = real_stats(other)
     assert "stale" in caplog.text
