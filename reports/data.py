@@ -37,6 +37,13 @@ CURVE_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake")
 EVAL_CURVE_KEYS = ("fd",)
 
 
+def claim_keys() -> tuple[str, ...]:
+    """What claims read besides those (a spec with claims only): D's mean outputs, every score at
+    every evaluation and the per-digit counts of its samples (``class_count.D``)."""
+    scores = tuple(m.name for m in gm.metrics_of("score") if m.name not in EVAL_CURVE_KEYS)
+    return ("d_real_mean", "d_fake_mean", *scores, *(f"class_count.{d}" for d in range(10)))
+
+
 def leaderboard_metrics() -> list[str]:
     """The registry's shown metrics that have a value per trial, in registry order."""
     return [m.name for m in gm.metrics_of("score", "run", shown=True)]
@@ -114,7 +121,7 @@ class StudyData:
         out = {}
         if not self.curves.empty:
             for (trial, repeat, key), g in self.curves.groupby(["trial", "repeat", "key"]):
-                g = g.sort_values("step")
+                g = g.sort_values("step", kind="stable")
                 out[(int(trial), int(repeat), str(key))] = (g["step"].to_numpy(float), g["value"].to_numpy(float))
         return out
 
@@ -169,7 +176,8 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
         invocations.sort(key=lambda r: r["start"] or 0)
         _attach_runs(trials, runs)
         curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
-        curves = fetch_curves(client, curve_runs, CURVE_KEYS + EVAL_CURVE_KEYS)
+        keys = CURVE_KEYS + EVAL_CURVE_KEYS + (claim_keys() if spec is not None and spec.claims else ())
+        curves = fetch_curves(client, curve_runs, keys)
     data = StudyData(
         study=study,
         name=study.study_name,
@@ -384,7 +392,7 @@ def load_floors(spec, data_dir: str | None) -> tuple[dict[str, Any] | None, str]
         from gan.evaluator import load_evaluator
         from gan.metrics import floors
 
-        evaluator = load_evaluator(data_dir)
+        evaluator = load_evaluator(data_dir, source=spec.evaluator if spec is not None else "pinned")
         values = floors(evaluator, data_dir, n=n, seed=0)
     except GanStudyError as exc:
         return None, f"real-data floors are not shown: {exc}"

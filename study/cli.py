@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+EXIT_FAILED = 1  # a runtime failure: every trial this invocation ran failed
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -44,6 +45,7 @@ ENV_VARS = {
     "dashboard": STORE_VARS,
     "report": STORE_VARS + DATA_VARS + HTTP_VARS,
     "sample": STORE_VARS + HTTP_VARS,
+    "evaluator": DATA_VARS,
 }
 
 
@@ -141,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/); refused where it passes through a symlink inside the work folder")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the evaluator's floors)")
 
+    p = add("evaluator", "show the evaluator that scores; --retrain trains its recipe here and compares",
+            "print the pinned evaluator's card (weights hash, test accuracy, recipe); with --retrain, train the recipe "
+            "on this machine (minutes, cached) and print how far its scores are from the pinned ones")
+    p.add_argument("--retrain", action="store_true", help="train the recipe here and compare it with the pinned weights")
+    p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $GAN_STUDY_DATA or ./data)")
+
     p = add("sample", "draw samples from the best (or a chosen) trial's generator",
             "draw samples from the best trial's generator (or --trial N's): the registered model, else the trial's checkpoint")
     p.add_argument("study", help="study name")
@@ -159,6 +167,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "worker"):  # before torch loads: `--jobs 100000` is refused in milliseconds
+        from .limits import jobs_problem
+
+        problem = jobs_problem(args.jobs)
+        if problem:
+            print(f"gan-study: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     # Only now: importing gan loads torch (seconds), which --help and usage errors never need.
     from gan.errors import GanStudyError
 
@@ -201,7 +216,7 @@ def _stores(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .names import check_name
-    from .spec import SpecError, load_spec
+    from .spec import load_spec
 
     if args.study_name is not None:  # before anything: the name becomes a path and a store key
         check_name(args.study_name, "--study-name")
@@ -214,8 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = spec.with_budget_steps(args.steps)
     if args.trials is not None:
         spec = spec.with_trials(args.trials)
-    if args.jobs < 1:
-        raise SpecError(f"--jobs must be >= 1, got {args.jobs}")
+    from .claims import claim_warnings
+
+    for warning in claim_warnings(spec):  # before training: claims this schedule cannot judge
+        print(f"gan-study: warning: {warning}", file=sys.stderr)
     import gan
     from gan import metrics as gm
     from gan.config import resolve_device
@@ -253,6 +270,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"best generator registered as model {result.study_name!r} version {result.registered}; "
               f"draw from it with 'gan-study sample {result.study_name}'")
     print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
+    if result.ran and result.ran_failed == result.ran:  # nothing this invocation ran came to a result
+        from .tracking import mask_url
+
+        why = mask_url(" ".join((result.last_failure or "no reason recorded").split()))
+        print(f"gan-study: error: all {result.ran} trial(s) this run started failed (last: {why}); "
+              f"fix the cause and run the same command again to retry them", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -339,6 +363,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluator(args: argparse.Namespace) -> int:
+    from .evaluator_card import evaluator_command
+
+    print(evaluator_command(args.data_dir, args.retrain))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from gan.errors import GanStudyError
 
@@ -384,6 +415,7 @@ COMMANDS = {
     "dashboard": cmd_dashboard,
     "report": cmd_report,
     "sample": cmd_sample,
+    "evaluator": cmd_evaluator,
 }
 
 if __name__ == "__main__":

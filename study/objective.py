@@ -71,9 +71,9 @@ class Evaluation:
     device: torch.device
 
     @classmethod
-    def load(cls, data_dir: str | None, device: torch.device) -> Evaluation:
+    def load(cls, data_dir: str | None, device: torch.device, source: str = "pinned") -> Evaluation:
         data = gan.load_mnist(data_dir, device=device)
-        evaluator = load_evaluator(data_dir, device="cpu")
+        evaluator = load_evaluator(data_dir, device="cpu", source=source, progress=source == "retrained")
         return cls(data, evaluator, gm.real_stats(evaluator, data_dir), device)
 
     def score(self, generator, discriminator, cfg: gan.TrainConfig, n: int) -> tuple[dict[str, Any], torch.Tensor]:
@@ -85,10 +85,11 @@ class Evaluation:
         return values, images
 
 
-def load_evaluation(data_dir: str | None, device: torch.device) -> Evaluation:
-    """The evaluator and real statistics, or a one-line error when their cache cannot be written."""
+def load_evaluation(data_dir: str | None, device: torch.device, source: str = "pinned") -> Evaluation:
+    """The evaluator (``source``: see ``gan.load_evaluator``) and real statistics, or a one-line
+    error when their cache cannot be written."""
     try:
-        return Evaluation.load(data_dir, device)
+        return Evaluation.load(data_dir, device, source)
     except OSError as exc:
         raise StoreError(
             f"cannot read or write the evaluator cache in {resolve_cache_dir()} ({exc.strerror or exc}): "
@@ -132,7 +133,7 @@ class TrialRunner:
         self.device_name, self.parent_run_id, self.progress = device, parent_run_id, progress
         self.client = stores.mlflow()
         self.experiment_id = stores.experiment_id(study_name)
-        self.evaluation = evaluation or load_evaluation(data_dir, resolve_device(device))
+        self.evaluation = evaluation or load_evaluation(data_dir, resolve_device(device), spec.evaluator)
 
     # -- before training: is the trial needed, and what does it train? ---------------------------
     def give_up(self, trial: optuna.Trial, why: str) -> None:

@@ -8,7 +8,9 @@ see :mod:`study.recovery`), stop when the study has its trials, else run one mor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import sys
 import time
@@ -28,6 +30,7 @@ from gan.errors import GanStudyError
 from .enqueue import enqueue_once
 from .names import check_name
 from .objective import Evaluation, TrialRunner, free_memory, load_evaluation
+from .preflight import check_limits
 from .record import Tag, TrialRecord
 from .recovery import counted_trials, counts, fail_trials_of_this_process, may_take_over, reconcile, worker_identity
 from .registry import register_best
@@ -76,6 +79,14 @@ class StudyOutcome:
     """Configurations of the spec's ``enqueue:`` added to the study by this invocation."""
     registered: str | None = None
     """The model registry version of the best generator registered by this invocation."""
+    ran: int = 0
+    """Trials this invocation ran to an end (complete, pruned or failed; surplus ones not)."""
+    ran_failed: int = 0
+    """Of those, the failed ones."""
+    last_failure: str | None = None
+    """Why the last of them that failed did."""
+    workers: int = 1
+    """Worker processes this invocation ran: ``jobs``, or fewer when fewer trials were left."""
 
 
 def _quiet_libraries() -> None:
@@ -168,15 +179,22 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     fails with one line and leaves the stores as they were.
     """
     _quiet_libraries()
+    # Before anything: --jobs and the training's memory against this machine (study.limits).
+    check_limits(spec, opts.jobs, resolve_device(opts.device))
     stores = opts.stores
     stores.check()
     # Before the stores exist: a missing or corrupt dataset fails here, and an evaluator that
     # must be trained is trained once (worker processes then read it from the cache).
-    evaluation = load_evaluation(opts.data_dir, resolve_device(opts.device))
+    evaluation = load_evaluation(opts.data_dir, resolve_device(opts.device), spec.evaluator)
     stores.prepare()
     stores.check_tracking()
     study = open_study(spec, opts.study_name, stores.optuna_storage())
     enqueued = enqueue_once(study, spec, stores)
+    workers = workers_for(study, spec, opts)
+    if workers < opts.jobs and not opts.quiet:
+        print(f"gan-study: {workers} worker{'s' if workers > 1 else ''} for --jobs {opts.jobs}: "
+              f"the study has {trials_left(study, opts.target_trials)} trial(s) left", file=sys.stderr, flush=True)
+    opts = dataclasses.replace(opts, jobs=workers)
     experiment_id = stores.experiment_id(opts.study_name)
     client = stores.mlflow()
     effective = effective_spec(spec)
@@ -207,7 +225,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     finally:
         retry(lambda: client.set_terminated(parent, status))
     result = outcome(study, started, parent)
-    result.enqueued = enqueued
+    result.enqueued, result.workers = enqueued, workers
     try:
         result.registered = register_best(study, stores, parent)
     except Exception as exc:  # noqa: BLE001 - the study itself is done; say why the model is not in the registry
@@ -262,6 +280,20 @@ def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna
         raise StudyFailed(f"worker(s) {', '.join(f'{i} (exit code {code})' for i, code in failed)} stopped early; see the messages above, then run the same command again to continue")
 
 
+def trials_left(study: optuna.Study, target_trials: int) -> int:
+    """Trials still to run: the free slots and the queued trials (as ``TrialRunner.companions``)."""
+    trials = study.get_trials(deepcopy=False)
+    free = target_trials - sum(1 for t in trials if counts(t))
+    queued = sum(1 for t in trials if t.state == TrialState.WAITING and not TrialRecord.from_trial(t).surplus)
+    return max(0, free) + queued
+
+
+def workers_for(study: optuna.Study, spec: StudySpec, opts: RunOptions) -> int:
+    """``--jobs``, but never more workers than the trials left need (each trains
+    ``spec.trials_at_once`` of them together); at least one, which reconciles and waits for others."""
+    return max(1, min(opts.jobs, math.ceil(trials_left(study, opts.target_trials) / spec.trials_at_once)))
+
+
 def outcome(study: optuna.Study, started: float, parent: str) -> StudyOutcome:
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
@@ -269,5 +301,10 @@ def outcome(study: optuna.Study, started: float, parent: str) -> StudyOutcome:
     if TrialState.COMPLETE in states and len(study.directions) == 1:
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params, "metrics": TrialRecord.from_trial(b).metrics}
-    return StudyOutcome(study.study_name, len(trials), states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
-                        states.count(TrialState.FAIL), best, time.time() - started, parent)
+    result = StudyOutcome(study.study_name, len(trials), states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED),
+                          states.count(TrialState.FAIL), best, time.time() - started, parent)
+    ours = [(t, r) for t in trials if t.state.is_finished() and (r := TrialRecord.from_trial(t)).invocation == parent and not r.surplus]
+    failed = [(t, r) for t, r in ours if t.state == TrialState.FAIL]
+    result.ran, result.ran_failed = len(ours), len(failed)
+    result.last_failure = failed[-1][1].reason if failed else None
+    return result

@@ -17,9 +17,11 @@ import yaml
 
 from gan import TrainConfig
 from gan import metrics as gm
+from gan.evaluator import SOURCES
 
 from .claims import Claim, parse_claims, read_claims_file
 from .enqueue import parse_enqueue
+from .limits import MAX_TRIALS, spec_problem
 from .names import NameRuleError, check_name
 from .space import (
     Param,
@@ -34,6 +36,7 @@ from .space import (
 )
 
 SPEC_DIR = Path(__file__).parent / "specs"
+MNIST_TRAIN_IMAGES = 60_000  # MNIST's training split (gan.data checks that its files hold this many)
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", "parse_spec"]
@@ -83,6 +86,9 @@ class StudySpec:
     eval_every: int = 500
     eval_samples: int = 2000
     final_samples: int = 10_000
+    evaluator: str = "pinned"
+    """Which evaluator scores: ``pinned`` (shipped weights, the same on every machine) or
+    ``retrained`` (the recipe trained on this machine; see :mod:`gan.evaluator`)."""
     repeats: int = 1
     population: int | None = None
     """Training runs trained at once as one batched model (``gan.train_population``), where the
@@ -145,8 +151,11 @@ class StudySpec:
         if not isinstance(steps, int) or steps < 1:
             raise SpecError(f"--steps must be an int >= 1, got {steps!r}")
         # Parsed again from the text, so the points and the stored spec cannot disagree. A factor's own
-        # budget becomes the same steps: it keeps its identity (compared within itself).
-        return parse_spec({**_factor_budgets_in_steps(self.source, steps), "budget": {"steps": steps}})
+        # budget keeps its identity (compared within itself) and its unit: in epochs, it becomes the
+        # epochs that ``steps`` make at the baseline's batch, so batch sizes still train equal epochs
+        # (report 000's batch-size study fixes epochs, not iterations).
+        per_epoch = MNIST_TRAIN_IMAGES // TrainConfig.from_dict(self.fixed).real_batch
+        return parse_spec({**_factor_budgets_in_steps(self.source, steps, per_epoch), "budget": {"steps": steps}})
 
     def with_factors(self, names: list[str]) -> StudySpec:
         """The study run on the baseline and these sweep factors only (CLI ``--factors``); the
@@ -156,6 +165,8 @@ class StudySpec:
     def with_trials(self, trials: int) -> StudySpec:
         if not isinstance(trials, int) or trials < 1:
             raise SpecError(f"--trials must be an int >= 1, got {trials!r}")
+        if trials > MAX_TRIALS:
+            raise SpecError(f"--trials {trials} is more trials than a study holds: use --trials <= {MAX_TRIALS}")
         if self.is_grid and trials > self.grid_size():
             raise SpecError(f"--trials {trials} exceeds the grid of {self.grid_size()} points: use at most {self.grid_size()}")
         if trials < len(self.enqueue):
@@ -215,7 +226,12 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
                                  {"warmup_evals": StudySpec.pruner_warmup_evals, "startup_trials": StudySpec.pruner_startup_trials})
     _only_for(raw, "pruner", "startup_trials", pruner, ("median",))
     budget, unit = parse_budget(raw.get("budget", {"steps": 1000}))
-    evaluation = _mapping(raw.get("evaluation", {}), "evaluation", {"every": 500, "samples": 2000, "final_samples": 10000})
+    evaluation = _mapping(raw.get("evaluation", {}), "evaluation",
+                          {"every": 500, "samples": 2000, "final_samples": 10000, "evaluator": StudySpec.evaluator})
+    evaluator = evaluation.pop("evaluator")
+    if evaluator not in SOURCES:
+        raise SpecError(f"evaluation.evaluator must be one of {', '.join(SOURCES)} (pinned: the shipped weights, the same "
+                        f"on every machine; retrained: the recipe trained here), got {evaluator!r}")
     for key, value in evaluation.items():
         _positive_int(f"evaluation.{key}", value)
     trials = raw.get("trials", 10)
@@ -278,6 +294,7 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         eval_every=evaluation["every"],
         eval_samples=evaluation["samples"],
         final_samples=evaluation["final_samples"],
+        evaluator=evaluator,
         repeats=repeats,
         population=None if population == "auto" else population,
         seed=seed,
@@ -296,6 +313,9 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         spec = _replace(spec, claims=parse_claims(raw["claims"], spec.sweep, spec.baseline_values))
     if "only_factors" in raw:  # after the claims: a claim on a factor left out is reported as not run
         spec = _only_factors(spec, raw["only_factors"])
+    problem = spec_problem(spec)  # a size that would exhaust memory, or fail every trial: study.limits
+    if problem:
+        raise SpecError(problem)
     return spec
 
 
@@ -362,10 +382,16 @@ def _objectives(value: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _factor_budgets_in_steps(raw: dict[str, Any], steps: int) -> dict[str, Any]:
-    """The spec's text with each sweep factor's own budget set to ``steps`` (``--steps`` sets every budget)."""
+def _factor_budgets_in_steps(raw: dict[str, Any], steps: int, per_epoch: int) -> dict[str, Any]:
+    """The spec's text with each sweep factor's own budget set to ``steps`` (``--steps`` sets every
+    budget); a budget in epochs to the epochs of ``steps`` iterations at ``per_epoch`` a pass."""
     factors = (raw.get("sweep") or {}).get("factors")
     if not isinstance(factors, dict):
         return raw
-    budgets = {k: {**v, "budget": {"steps": steps}} if isinstance(v, dict) and "budget" in v else v for k, v in factors.items()}
+
+    def budget(old: dict[str, Any]) -> dict[str, Any]:
+        return {"epochs": steps / per_epoch} if "epochs" in old else {"steps": steps}
+
+    budgets = {k: {**v, "budget": budget(v["budget"])} if isinstance(v, dict) and isinstance(v.get("budget"), dict) else v
+               for k, v in factors.items()}
     return {**raw, "sweep": {**raw["sweep"], "factors": budgets}}

@@ -1,0 +1,50 @@
+"""``gan-study evaluator``: the pinned card with no training, and the comparison a retraining prints."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gan import metrics as gm
+from gan.evaluator import PINNED_WEIGHTS_HASH, ClassifierConfig, load_evaluator, pinned_card
+from study.evaluator_card import STAND_IN_SAMPLES, agreement, stand_in_images
+from study.spec import SpecError, parse_spec
+from tests.common import TINY, gan_study
+
+
+def test_the_command_prints_the_pinned_card_without_training(tmp_path):
+    start = time.perf_counter()
+    out = gan_study("evaluator", cwd=tmp_path, env={"GAN_STUDY_CACHE": str(tmp_path / "empty-cache")})
+    took = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    card = pinned_card()
+    assert PINNED_WEIGHTS_HASH in out.stdout and f"{100 * card['test_accuracy']:.2f} %" in out.stdout
+    assert card["recipe_key"] in out.stdout and "retrained evaluator" not in out.stdout
+    # Nothing was trained or cached: an empty cache stays empty (a training takes minutes).
+    assert not (tmp_path / "empty-cache" / "evaluator.pt").exists(), took
+
+
+def test_agreement_compares_two_evaluators_on_the_test_split_and_a_fixed_stand_in(tmp_path, data_dir):
+    pinned = load_evaluator()
+    quick = load_evaluator(cache_dir=tmp_path, config=ClassifierConfig(max_steps=40), source="retrained")
+    same = agreement(pinned, pinned, None)
+    assert same["prediction_agreement"] == 1.0 and same["stand_in_fd_a"] == same["stand_in_fd_b"]
+    a = agreement(pinned, quick, None)
+    # The 40-step classifier is ~95 % accurate: the two agree on at least ~90 % and not on all.
+    assert 0.85 < a["prediction_agreement"] < 1.0
+    assert a["stand_in_fd_a"] == pytest.approx(same["stand_in_fd_a"], rel=1e-6)
+    assert a["stand_in_fd_b"] != pytest.approx(a["stand_in_fd_a"], rel=1e-3)  # other features, other FD
+    # The stand-in is a fixed, noisy set: well above the real-data floor under the pinned evaluator.
+    images = stand_in_images(None)
+    assert images.shape == (STAND_IN_SAMPLES, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    floor = gm.floors(pinned, data_dir, n=STAND_IN_SAMPLES)["fd"]
+    assert a["stand_in_fd_a"] > 10 * floor
+
+
+def test_a_spec_chooses_its_evaluator():
+    assert parse_spec(TINY).evaluator == "pinned"
+    spec = parse_spec({**TINY, "evaluation": {**TINY["evaluation"], "evaluator": "retrained"}})
+    assert spec.evaluator == "retrained"
+    with pytest.raises(SpecError, match="evaluation.evaluator must be one of pinned, retrained.*got 'mine'"):
+        parse_spec({**TINY, "evaluation": {"evaluator": "mine"}})
