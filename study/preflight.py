@@ -1,16 +1,30 @@
-"""Checks before a run writes anything: MNIST's files are whole, and the evaluator cache can be
-written (training an evaluator takes minutes; failing after them would waste them)."""
+"""Checks before a run writes anything: MNIST's files are whole, the evaluator cache can be
+written (training an evaluator takes minutes; failing after them would waste them), and the
+workers and their training fit this machine (:mod:`study.limits`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gan.data import resolve_data_dir
-from gan.errors import DataError
+from gan.errors import DataError, GanStudyError
 from gan.evaluator import CACHE_ENV, CACHE_FILE, resolve_cache_dir
 
+from .limits import gpu_jobs_problem, jobs_problem, training_memory_problem
 from .names import inside
 from .tracking import StoreError, writable_problem
 
-__all__ = ["check_cache", "check_idx_files"]
+if TYPE_CHECKING:
+    import torch
+
+    from .spec import StudySpec
+
+__all__ = ["LimitError", "check_cache", "check_idx_files", "check_limits"]
+
+
+class LimitError(GanStudyError):
+    """An input asks for more processes or memory than this machine has."""
+
 
 IDX_FILES = {  # name: (magic, item shape)
     "train-images-idx3-ubyte": (0x0803, (28, 28)),
@@ -51,3 +65,14 @@ def check_cache() -> None:
     problem = writable_problem(folder)
     if problem:
         raise StoreError(f"cannot write the evaluator cache in {folder} ({problem}): set {CACHE_ENV} to a writable folder")
+
+
+def check_limits(spec: StudySpec, jobs: int, device: torch.device) -> None:
+    """``--jobs`` against this machine's cores and memory (and its GPU, on CUDA), and the spec's
+    training memory with that many workers: refused before any store, process or training starts."""
+    problem = jobs_problem(jobs)
+    if problem is None and device.type == "cuda":
+        problem = gpu_jobs_problem(jobs)
+    problem = problem or training_memory_problem(spec, jobs, device)
+    if problem:
+        raise LimitError(problem)

@@ -13,13 +13,13 @@ import gan
 from gan.errors import GanStudyError
 from gan.plots import save_grid
 
+from .limits import MAX_SAMPLES
 from .names import check_name, inside, refuse_links
 from .record import TrialRecord
 from .tracking import Stores
 
 __all__ = ["MAX_SAMPLES", "SampleError", "sample_command"]
 
-MAX_SAMPLES = 60_000
 SUFFIXES = (".png", ".pt")
 
 
