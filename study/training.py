@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .objective import Evaluation
 
-__all__ = ["EVAL_SEED", "MAX_CURVE_POINTS", "RunTraining", "progress_steps", "train_runs"]
+__all__ = ["EVAL_SEED", "MAX_CURVE_POINTS", "RunTraining", "progress_steps", "train_runs", "with_class_counts"]
 
 EVAL_SEED = 12345  # noise for evaluation samples: the same for every trial, so metrics compare
 MAX_CURVE_POINTS = 500  # per curve and run: plenty for plots, half the insert cost of 1000
@@ -82,7 +82,7 @@ class RunTraining:
         if point.step % spec.eval_every:  # a progress snapshot only: no scores
             return
         values, _ = self.ev.score(point.generator, point.discriminator, self.cfg, spec.eval_samples)
-        log_metrics(self.client, self.run_id, values, point.step)
+        log_metrics(self.client, self.run_id, with_class_counts(values), point.step)
         # step 0 scores the untrained models for the curves; the pruner compares trained ones
         if self.report and not spec.multi_objective and point.step > 0:
             metric = spec.objectives[0].metric
@@ -100,7 +100,7 @@ class RunTraining:
         """Score the trained models, log the final metrics and artifacts; the metrics."""
         values, images = self.ev.score(result.generator, result.discriminator, self.cfg, self.spec.final_samples)
         values.update(train_seconds=result.seconds, images_per_sec=result.images_per_sec, steps=result.steps)
-        log_metrics(self.client, self.run_id, values, result.steps)
+        log_metrics(self.client, self.run_id, with_class_counts(values), result.steps)
         self.progress[result.steps] = as_uint8(result.generator(result.fixed_noise)[:PROGRESS_IMAGES])
         self.save_artifacts(result, images, values)
         return values
@@ -177,6 +177,13 @@ def train_runs(runs: Sequence[RunTraining], data: gan.MNIST) -> list[dict[str, A
         elif isinstance(result, optuna.TrialPruned):
             ended.setdefault(run.trial.number, result)
     return [ended.get(run.trial.number) or run.finish(result) for run, result in zip(runs, results, strict=True)]
+
+
+def with_class_counts(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``class_counts`` also as one metric per digit (``class_count.D``), so the
+    class histogram of every evaluation, not only the last, is in MLflow (claims on shares are
+    judged at each evaluation step)."""
+    return {**values, **{f"class_count.{d}": n for d, n in enumerate(values.get("class_counts", []))}}
 
 
 def _save_npz(path, arrays: dict[str, Any]) -> None:

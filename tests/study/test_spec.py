@@ -38,13 +38,19 @@ def test_a_factor_with_its_own_budget_runs_every_value_at_that_budget():
     sizes = {p.value: spec.config_for(p.overrides, seed=0) for p in spec.sweep if p.factor == "batch_size"}
     assert set(sizes) == {"128", "256", "512"}  # 256 is the baseline's size, yet runs here at 10 epochs
     assert {(c.budget, c.budget_unit) for c in sizes.values()} == {(10, "epochs")}
-    assert (spec.budget, spec.budget_unit) == (100, "epochs")
+    assert (spec.budget, spec.budget_unit) == (12, "epochs")
     lr = next(p for p in spec.sweep if p.factor == "lr")
-    assert spec.config_for(lr.overrides, seed=0).budget == 100
-    # --steps trains every trial, a factor's own budget included, for that many steps.
-    short = spec.with_budget_steps(50)
-    assert {(spec_cfg.budget, spec_cfg.budget_unit) for spec_cfg in (short.config_for(p.overrides, seed=0) for p in short.sweep)} == {(50, "steps")}
-    assert short.source["sweep"]["factors"]["batch_size"] == {"values": [128, 256, 512], "budget": {"steps": 50}}
+    assert spec.config_for(lr.overrides, seed=0).budget == 12
+    # --steps trains every trial that many steps; a factor's own budget in epochs becomes the
+    # epochs those steps make at the baseline's batch (256: 234 a pass), so batch sizes keep
+    # equal epochs (report 000 fixed epochs, not iterations).
+    short = spec.with_budget_steps(468)
+    configs = {(p.factor, p.value): short.config_for(p.overrides, seed=0) for p in short.sweep}
+    assert (configs[("lr", "2e-05")].budget, configs[("lr", "2e-05")].budget_unit) == (468, "steps")
+    sizes = {v: c for (f, v), c in configs.items() if f == "batch_size"}
+    assert {(c.budget, c.budget_unit) for c in sizes.values()} == {(2.0, "epochs")}
+    assert {v: c.total_steps(60_000) for v, c in sizes.items()} == {"128": 936, "256": 468, "512": 234}
+    assert short.source["sweep"]["factors"]["batch_size"] == {"values": [128, 256, 512], "budget": {"epochs": 2.0}}
     # ...and the factor keeps a baseline of its own, also in the spec stored with the study.
     assert {p.factor for p in parse_spec(short.source).sweep if p.own_baseline} >= {"batch_size"}
 
@@ -202,3 +208,49 @@ def test_a_spec_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes(b"\xff\xfe" + bytes(range(256)) + b"\x80" * 42)
     with pytest.raises(SpecError, match=rf"{path} is not UTF-8 text \(byte 0xff at offset 0\)"):
         load_spec(path)
+
+
+# -- sizes that would exhaust memory or fail every trial (study.limits, issue #27) -----------------
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"fixed": {"batch_size": 1_000_000_000}}, r"^fixed: batch_size=1000000000 takes 1000000000 real images per discriminator "
+                                                   r"update, more than MNIST's 60000 training images: use batch_size <= 60000$"),
+        ({"fixed": {"batch_size": 120_002, "batch_counts": "total"}}, r"takes 60001 real images .* use batch_size <= 120000$"),
+        ({"space": {"batch_size": {"low": 64, "high": 100_000}}}, r"^space.batch_size.high=100000: batch_size=100000 takes"),
+        ({"space": {"batch_size": [64, 70_000]}}, r"^space.batch_size=70000: batch_size=70000 takes"),
+        ({"sweep": {"factors": {"batch_size": [64, 65_536]}}}, r"^sweep point batch_size=65536: batch_size=65536 takes"),
+        ({"evaluation": {"samples": 3}}, r"^evaluation.samples=3: scoring needs more than 3 samples .*; use 4 <= samples <= 60000$"),
+        ({"evaluation": {"final_samples": 10**9}}, r"^evaluation.final_samples=1000000000: more than MNIST's 60000 training images"),
+        ({"trials": 10**6}, r"^trials=1000000 is more trials than a study holds: use trials <= 10000$"),
+        ({"repeats": 1000}, r"^repeats=1000 is more than a trial trains: use repeats <= 100$"),
+        ({"population": 1000}, r"^population=1000 is more runs than train as one model: use population <= 64 \(or auto\)$"),
+        ({"budget": {"steps": 10**12}}, r"^evaluation.every=500 evaluates each run 1999999999 times in its 1000000000000 steps: "
+                                        r"at most 1000; use evaluation.every >= 999001000 or a smaller budget$"),
+        ({"budget": {"epochs": 10**4}}, r"^evaluation.every=500 evaluates each run 11999 times in its 6000000 steps"),
+        ({"space": {"latent_dim": list(range(1, 22))}}, r"^space.latent_dim has 21 values and the report draws a panel for each: use at most 20"),
+        ({"sweep": {"factors": {f"f{i}": [{"d_steps": i + 2}] for i in range(51)}}}, r"^the sweep has 51 factors"),
+    ],
+    ids=["batch", "batch-total", "batch-range", "batch-choice", "batch-sweep", "samples-low", "final-samples", "trials", "repeats",
+         "population", "evaluations", "evaluations-epochs", "choices", "factors"],
+)
+def test_sizes_beyond_the_limits_are_refused_when_the_spec_is_read(change, message):
+    raw = {**BASE, **change}
+    if "sweep" in change:
+        raw.pop("space")
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw)
+
+
+def test_sizes_at_the_limits_are_accepted():
+    from study import limits
+
+    spec = parse_spec({**BASE, "fixed": {"batch_size": limits.TRAIN_IMAGES}, "trials": limits.MAX_TRIALS, "repeats": limits.MAX_REPEATS,
+                       "population": limits.MAX_POPULATION, "evaluation": {"every": 1, "samples": 4, "final_samples": limits.MAX_SAMPLES},
+                       "budget": {"steps": limits.MAX_EVALUATIONS + 1}})
+    assert (spec.trials, spec.repeats, spec.population, spec.eval_samples, spec.final_samples) == (10_000, 100, 64, 4, 60_000)
+    assert spec.with_trials(limits.MAX_TRIALS).trials == limits.MAX_TRIALS
+    with pytest.raises(SpecError, match=r"^--trials 10001 is more trials than a study holds: use --trials <= 10000$"):
+        spec.with_trials(limits.MAX_TRIALS + 1)
+    with pytest.raises(SpecError, match=r"evaluates each run 1001 times"):
+        spec.with_budget_steps(limits.MAX_EVALUATIONS + 2)
