@@ -35,28 +35,98 @@ Relations: with two levels A, B, ``>``/``<`` claim A − B > 0 / < 0 and ``≈``
 |A − B| ≤ tolerance; with one level A and ``value``, the same against the number; ``lowest`` /
 ``highest`` claim the first level beats every other listed level (all of the factor's levels
 when only one is listed).
+
+Optional keys that say what kind of claim it is and when it can be judged::
+
+      kind: observed                 # observed (default), cited, intent or extrapolation
+      epochs: 10                     # the budget the source reports it at, where it says
+      note: "Run on the MLP ..."     # how our test differs from the source's setup
+      requires:                      # preconditions on the runs, checked at each judged step
+        learned: {modes: 9, kl_uniform: 0.25}   # every run covers >= 9 digits with KL <= 0.25
+        levels: [0.0002]             # whose runs must have learned (default: the compared levels)
+        after: {epochs: 5}           # judged only from this budget on ({steps: N} also works)
+
+``kind``: ``observed`` is what the source measured in its own runs; ``cited`` is advice it quotes
+from elsewhere (an article, a review); ``intent`` is a change it made and said why, with no
+outcome reported; ``extrapolation`` is ours, the source's observation carried to another setup.
+Every kind is judged; only observed claims count in the report's headline.
+
+``requires``: a claim about the state after training ("once the generator has learned") says
+nothing on runs that have not learned. Where a precondition is unmet at a judged step the
+verdict is *not reached*, with the measured values, never *contradicted*. ``learned`` needs at
+least one of ``modes`` (digits covered, the registry's metric) and ``kl_uniform`` (at most).
+
+A statistic needs enough points of its curve up to the judged step (:data:`MIN_POINTS`:
+``late_rise`` and ``steps_below`` need 4, ``explodes`` 10, ``end_sd`` and ``end_slope`` 3 in
+the window ...); with fewer the verdict is *unmeasurable*. :func:`claim_warnings` says so for
+a spec's schedule before anything trains.
 """
 
 from __future__ import annotations
 
 import re
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
 from gan import metrics as gm
+from gan.errors import ConfigError
 
 from .space import SpecError, SweepPoint
 
-__all__ = ["CURVES", "Claim", "RELATIONS", "STATS", "parse_claims", "read_claims_file"]
+__all__ = ["CURVES", "Claim", "ClaimKind", "KINDS", "MIN_POINTS", "N_TRAIN", "RELATIONS", "Requirement", "STATS",
+           "claim_warnings", "parse_claims", "points_needed", "read_claims_file", "window_points"]
 
-CURVES = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "fd")
-STATS = ("end_mean", "end_sd", "end_slope", "end_max", "explodes", "late_rise", "steps_below", "steps_above")
+CURVES = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean", "fd")
+STATS = ("end_mean", "end_sd", "end_slope", "end_max", "end_resid_sd", "explodes", "late_rise", "fall",
+         "steps_below", "steps_above")
 RELATIONS = (">", "<", "≈", "lowest", "highest")
-_KEYS = ("id", "source", "claim", "factor", "compare", "quantity", "relation", "value", "tolerance", "window", "times")
+ClaimKind = Literal["observed", "cited", "intent", "extrapolation"]
+KINDS: tuple[str, ...] = get_args(ClaimKind)
+_KEYS = ("id", "source", "claim", "factor", "compare", "quantity", "relation", "value", "tolerance", "window", "times",
+         "kind", "epochs", "note", "requires")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+N_TRAIN = 60_000
+"""MNIST training images: an epoch is ``N_TRAIN // real batch`` iterations (gan.TrainConfig)."""
+
+# The fewest points a statistic is measured on: of the window at the end (``end_*``), else of the
+# whole curve up to the judged step. Fewer, and the value is a property of the schedule, not of
+# training (late_rise on a start and an end is always 0): the verdict is unmeasurable.
+MIN_POINTS = {"end_mean": 1, "end_max": 1, "end_sd": 3, "end_slope": 3, "end_resid_sd": 4,
+              "explodes": 10, "late_rise": 4, "fall": 2, "steps_below": 4, "steps_above": 4}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A claim's preconditions (``requires:``), met or not by every run at a judged step."""
+
+    modes: float | None = None
+    """Each run covers at least this many digits (``learned.modes``)."""
+    kl_uniform: float | None = None
+    """Each run's KL to uniform is at most this (``learned.kl_uniform``)."""
+    levels: tuple[str, ...] = ()
+    """The levels whose runs must have learned; empty: the compared levels."""
+    after: float | None = None
+    """Judged only at budgets of at least this many ``after_unit``."""
+    after_unit: Literal["epochs", "steps"] = "epochs"
+
+    @property
+    def learned(self) -> bool:
+        return self.modes is not None or self.kl_uniform is not None
+
+    def text(self) -> str:
+        parts = []
+        if self.learned:
+            bounds = [f"modes ≥ {_num(self.modes)}" if self.modes is not None else "",
+                      f"KL ≤ {_num(self.kl_uniform)}" if self.kl_uniform is not None else ""]
+            who = f" at {', '.join(self.levels)}" if self.levels else ""
+            parts.append(f"learned{who} ({' and '.join(b for b in bounds if b)})")
+        if self.after is not None:
+            parts.append(f"after {_num(self.after)} {self.after_unit}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -72,6 +142,22 @@ class Claim:
     tolerance: float | None = None
     window: float = 0.1
     times: float = 2.0
+    kind: ClaimKind = "observed"
+    epochs: float | None = None
+    """The budget (epochs) the source reports the observation at, where it says."""
+    note: str = ""
+    requires: Requirement | None = None
+
+    @property
+    def binary(self) -> bool:
+        """The quantity is 0/1 per run (exact tests apply)."""
+        return self.quantity.partition(".")[2] == "explodes"
+
+    @property
+    def required_levels(self) -> tuple[str, ...]:
+        """Every level whose runs a judgement reads: compared, then those of the precondition."""
+        extra = self.requires.levels if self.requires is not None else ()
+        return tuple(dict.fromkeys(self.compare + extra))
 
     def test_text(self) -> str:
         """The test in one line, e.g. ``d_acc.end_mean(2e-5) > d_acc.end_mean(2e-4)``."""
@@ -174,8 +260,53 @@ def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], 
     if times is not None and times <= 1:
         raise SpecError(f"{where}: times must be > 1 (the end level over the early level), got times={times}")
     check_quantity(entry["quantity"], where)
+    kind = entry.get("kind", "observed")
+    if kind not in KINDS:
+        raise SpecError(f"{where}: kind must be one of {', '.join(KINDS)}, got kind={kind!r}")
+    epochs = _number(entry, "epochs", where)
+    if epochs is not None and epochs <= 0:
+        raise SpecError(f"{where}: epochs is the source's budget in epochs, > 0; got epochs={epochs}")
+    note = entry.get("note", "")
+    if not isinstance(note, str):
+        raise SpecError(f"{where}: note must be a string, got note={note!r}")
+    requires = _requirement(entry.get("requires"), where, known, baseline_values.get(factor))
     return Claim(entry["id"], entry["source"].strip(), " ".join(entry["claim"].split()), factor, tuple(compare), entry["quantity"],
-                 relation, value, tolerance, window if window is not None else Claim.window, times if times is not None else Claim.times)
+                 relation, value, tolerance, window if window is not None else Claim.window, times if times is not None else Claim.times,
+                 kind, epochs, " ".join(note.split()), requires)
+
+
+def _requirement(raw: Any, where: str, known: list[str], baseline_label: str | None) -> Requirement | None:
+    """``requires: {learned: {modes, kl_uniform}, levels: [...], after: {epochs|steps: N}}``."""
+    if raw is None:
+        return None
+    where = f"{where}: requires"
+    if not isinstance(raw, dict) or not raw or set(raw) - {"learned", "levels", "after"}:
+        raise SpecError(f"{where} must be a mapping of learned: {{modes: N, kl_uniform: X}}, levels: [...] and/or "
+                        f"after: {{epochs: N}}; got {raw!r}")
+    learned = raw.get("learned", {})
+    if not isinstance(learned, dict) or set(learned) - {"modes", "kl_uniform"} or ("learned" in raw and not learned):
+        raise SpecError(f"{where}.learned must be a mapping with modes (digits covered, at least) and/or kl_uniform "
+                        f"(at most); got {learned!r}")
+    modes, kl = _number(learned, "modes", f"{where}.learned"), _number(learned, "kl_uniform", f"{where}.learned")
+    if modes is not None and not 0 < modes <= 10:
+        raise SpecError(f"{where}.learned: modes is a number of digits in (0, 10], got modes={modes:g}")
+    if kl is not None and kl < 0:
+        raise SpecError(f"{where}.learned: kl_uniform is an upper bound >= 0, got kl_uniform={kl:g}")
+    levels = raw.get("levels", [])
+    if not isinstance(levels, list) or (levels and "learned" not in raw):
+        raise SpecError(f"{where}.levels lists the levels whose runs must have learned (with learned:); got {levels!r}")
+    levels = [_level(v, known, where) for v in levels]
+    levels = [baseline_label if v == "baseline" and baseline_label else v for v in levels]
+    after, unit = None, "epochs"
+    if "after" in raw:
+        spec = raw["after"]
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("epochs", "steps"):
+            raise SpecError(f"{where}.after must be {{epochs: N}} or {{steps: N}}; got {spec!r}")
+        unit = next(iter(spec))
+        after = _number(spec, unit, f"{where}.after")
+        if after is None or after <= 0:
+            raise SpecError(f"{where}.after: {unit} must be > 0, got {spec!r}")
+    return Requirement(modes, kl, tuple(levels), after, unit)
 
 
 def _level(value: Any, known: list[str], where: str) -> str:
@@ -223,7 +354,81 @@ def check_quantity(quantity: str, where: str) -> None:
                 return
             except ValueError:
                 raise SpecError(f"{where}: {name} needs a threshold, e.g. {curve}.{name}:0.5; got {quantity!r}") from None
-        if name in STATS and not arg:
+        if name in STATS and name not in ("steps_below", "steps_above") and not arg:
             return
     raise SpecError(f"{where}: unknown quantity {quantity!r}: use a final metric ({', '.join(finals)}), share:D, or "
                     f"CURVE.STAT with CURVE one of {', '.join(CURVES)} and STAT one of {', '.join(STATS)}")
+
+
+# -- what a schedule can measure ----------------------------------------------------------------
+def points_needed(quantity: str) -> tuple[str, str, int] | None:
+    """(curve, statistic, fewest points) of a curve quantity; None for final metrics and shares."""
+    curve, _, stat = quantity.partition(".")
+    if not stat:
+        return None
+    name = stat.partition(":")[0]
+    return curve, name, MIN_POINTS[name]
+
+
+def window_points(stat: str, n: int, window: float) -> int:
+    """The points a statistic is measured on, of a curve of ``n`` points: the end window's for
+    ``end_*`` (the last ``window`` of them, one at least), else all of them."""
+    if n <= 0:
+        return 0
+    return max(1, round(window * n)) if stat.startswith("end_") else n
+
+
+def claim_warnings(spec: Any, n_train: int = N_TRAIN) -> list[str]:
+    """Warnings for the claims a spec's budget and evaluation schedule cannot judge: a statistic
+    with too few points of its curve at the full budget, a precondition's ``after`` beyond the
+    budget, a 0/1 quantity no outcome of ``repeats`` runs could decide. ``spec`` is a
+    :class:`study.spec.StudySpec`; levels the spec does not train are skipped (not run)."""
+    out = []
+    points = {(p.factor, p.value): p for p in spec.sweep}
+    for claim in spec.claims:
+        schedules = []
+        for label in claim.required_levels:
+            point = points.get((claim.factor, label))
+            if point is None and spec.baseline_values.get(claim.factor) == label:
+                point = next((p for p in spec.sweep if p.factor == "baseline"), None)
+            if point is None:
+                continue
+            try:
+                cfg = spec.config_for(point.overrides, seed=spec.seed, device="cpu")
+            except ConfigError:  # the point cannot train at all: the run says so
+                continue
+            total = cfg.total_steps(n_train)
+            evals = len(range(0, total, spec.eval_every)) + 1  # step 0, every `every` steps, the end
+            schedules.append((label, total, evals, total / max(1, n_train // cfg.real_batch)))
+        if not schedules:
+            continue
+        need = points_needed(claim.quantity)
+        if need is not None:
+            curve, stat, fewest = need
+            for label, total, evals, _ in schedules:
+                n = evals if curve == "fd" else min(total, 500)  # training curves: at most 500 points a run
+                have = window_points(stat, n, claim.window)
+                if have < fewest:
+                    where = "in its end window" if stat.startswith("end_") else "up to the end"
+                    out.append(f"claim {claim.id}: {claim.quantity} needs {fewest} points of {curve} {where}; at {claim.factor}="
+                               f"{label} the schedule gives {have} ({total} steps, evaluations every {spec.eval_every}): "
+                               "it will be unmeasurable")
+                    break
+        req = claim.requires
+        if req is not None and req.after is not None:
+            budget = min(s[3] if req.after_unit == "epochs" else s[1] for s in schedules)
+            if budget < req.after:
+                out.append(f"claim {claim.id}: its precondition holds after {req.after:g} {req.after_unit}, the budget is "
+                           f"{budget:.3g} {req.after_unit}: it will be not reached")
+        if claim.binary and spec.repeats and not _binary_decidable(claim, spec.repeats):
+            out.append(f"claim {claim.id}: {claim.quantity} is 0 or 1 per run, and no outcome of {spec.repeats} runs per "
+                       "level reaches a verdict with an exact test at 95 %: it will be inconclusive whatever happens")
+    return out
+
+
+def _binary_decidable(claim: Claim, n: int) -> bool:
+    """Whether the most extreme outcome of ``n`` runs per level decides a 0/1 claim at 5 %."""
+    if claim.value is None:  # two levels, Fisher's exact test: n of n against 0 of n
+        return 2 / math.comb(2 * n, n) < 0.05
+    p0 = min(max(claim.value, 0.0), 1.0)  # one level: the exact binomial test against value
+    return claim.relation == "≈" or 2 * min(p0**n, (1 - p0) ** n) < 0.05

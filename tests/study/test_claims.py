@@ -7,7 +7,7 @@ import optuna
 import pytest
 import yaml
 
-from study.claims import Claim
+from study.claims import Claim, Requirement
 from study.record import StudyAttrs
 from study.samplers import open_study, spec_hash, effective_spec
 from study.spec import SpecError, load_spec, parse_spec
@@ -85,3 +85,63 @@ def test_edited_claims_replace_the_stored_ones_without_a_changed_spec_error():
     assert study.user_attrs[StudyAttrs.SPEC]["claims"][0]["relation"] == "<"
     with pytest.raises(SpecError, match="was run with another spec"):
         open_study(parse_spec({**SWEEP, "budget": {"steps": 20}, "claims": [GOOD]}), "cl", storage)
+
+
+def test_kind_epochs_note_and_preconditions_parse():
+    spec = _spec({**GOOD, "kind": "cited", "epochs": 10, "note": "Run on the MLP.",
+                  "requires": {"learned": {"modes": 9, "kl_uniform": 0.25}, "levels": ["baseline"], "after": {"epochs": 2}}})
+    c = spec.claims[0]
+    assert (c.kind, c.epochs, c.note) == ("cited", 10.0, "Run on the MLP.")
+    assert c.requires == Requirement(9.0, 0.25, ("adam",), 2.0, "epochs")  # 'baseline' names the baseline's level
+    assert c.required_levels == ("sgd", "adam") and c.requires.text() == "learned at adam (modes ≥ 9 and KL ≤ 0.25); after 2 epochs"
+    assert _spec(GOOD).claims[0].kind == "observed" and _spec(GOOD).claims[0].requires is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kind": "hearsay"}, "kind must be one of observed, cited, intent, extrapolation"),
+    ({"requires": {"learned": {"modes": 11}}}, "modes is a number of digits in (0, 10]"),
+    ({"requires": {"learned": {"fd": 3}}}, "requires.learned must be a mapping with modes"),
+    ({"requires": {"levels": ["sgd"]}}, "requires.levels lists the levels whose runs must have learned"),
+    ({"requires": {"learned": {"modes": 9}, "levels": ["rmsprop"]}}, "has no level 'rmsprop'"),
+    ({"requires": {"after": {"hours": 2}}}, "requires.after must be {epochs: N} or {steps: N}"),
+    ({"requires": "learned"}, "requires must be a mapping"),
+    ({"epochs": 0}, "epochs is the source's budget in epochs, > 0"),
+])
+def test_bad_preconditions_name_the_entry_and_fix(change, message):
+    with pytest.raises(SpecError) as err:
+        _spec({**GOOD, **change})
+    assert str(err.value).startswith("claims[0] (sgd-worse): ") and message in str(err.value)
+
+
+def test_the_spec_check_flags_what_the_schedule_cannot_measure():
+    from study.claims import claim_warnings
+
+    def spec(steps, every, *claims, repeats=3):
+        return parse_spec({**SWEEP, "budget": {"steps": steps}, "repeats": repeats, "evaluation": {"every": every},
+                           "claims": list(claims)})
+
+    rise = {**GOOD, "id": "late", "quantity": "fd.late_rise"}
+    below = {**GOOD, "id": "fast", "quantity": "fd.steps_below:30"}
+    loss = {**GOOD, "id": "loss", "quantity": "g_loss.end_sd"}
+    # 800 steps, evaluations every 2,000: FD at step 0 and the end only (#28's schedule)
+    warnings = claim_warnings(spec(800, 2000, rise, below, loss, GOOD))
+    assert len(warnings) == 2 and warnings[0].startswith("claim late: fd.late_rise needs 4 points of fd up to the end; at "
+                                                         "optimizer=sgd the schedule gives 2 (800 steps, evaluations every 2000)")
+    assert warnings[1].startswith("claim fast: fd.steps_below:30 needs 4 points")
+    assert claim_warnings(spec(800, 100, rise, below, loss, GOOD)) == []  # 9 evaluations and the end
+    slope = {**GOOD, "id": "slope", "quantity": "fd.end_slope", "window": 0.2}
+    assert "needs 3 points of fd in its end window" in claim_warnings(spec(800, 100, slope))[0]
+    boom = {**GOOD, "id": "boom", "quantity": "g_loss.explodes", "compare": ["sgd"], "value": 0.5}
+    assert "no outcome of 3 runs per level reaches a verdict" in claim_warnings(spec(800, 100, boom))[0]
+    assert claim_warnings(spec(800, 100, boom, repeats=6)) == []  # 6 of 6: p = 2 / 64
+    late = {**GOOD, "id": "after", "requires": {"after": {"epochs": 5}}}
+    assert "its precondition holds after 5 epochs, the budget is" in claim_warnings(spec(800, 100, late))[0]
+
+
+def test_the_seeds_claims_are_judgeable_and_say_what_they_are():
+    spec = load_spec("seeds")
+    kinds = {c.kind for c in spec.claims}
+    assert kinds == {"observed", "cited", "intent", "extrapolation"}
+    assert next(c for c in spec.claims if c.id == "flip-mlp-d-higher").kind == "extrapolation"
+    end_state = [c for c in spec.claims if c.quantity.partition(".")[2] in ("", "end_mean") and c.kind == "observed"]
+    assert all(c.requires is not None for c in end_state), [c.id for c in end_state if c.requires is None]
