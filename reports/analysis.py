@@ -9,7 +9,9 @@ from typing import Any
 from gan import metrics as gm
 
 from .data import StudyData, TrialInfo, finite, leaderboard_metrics
-from .stats import Estimate, compare, fmt, fmt_estimate
+from .inference import ALPHA, Comparison
+from .inference import compare as compare_runs
+from .stats import Estimate, fmt, fmt_estimate
 
 STATE_ORDER = {"COMPLETE": 0, "RUNNING": 1, "WAITING": 2, "PRUNED": 3, "FAIL": 4}
 MAX_PARAM_COLUMNS = 4  # more params than this go into one "parameters" column
@@ -249,6 +251,32 @@ def level_estimate(level: Level, metric: str) -> Estimate:
     return Estimate.of([v for t in level.trials for v in t.repeat_values(metric)])
 
 
+def level_runs(level: Level, metric: str) -> tuple[list[float], list[int]]:
+    """The metric of every run at this level with its seed (the trial's seed + the repeat)."""
+    values: list[float] = []
+    seeds: list[int] = []
+    for t in level.trials:
+        seed0 = t.config.get("seed", 0) if isinstance(t.config.get("seed", 0), int) else 0
+        finals = t.repeat_metrics or ([t.metrics] if t.metrics else [])
+        for r, m in enumerate(finals):
+            if finite(m.get(metric)):
+                values.append(float(m[metric]))
+                seeds.append(seed0 + r)
+    return values, seeds
+
+
+def vs_baseline(level: Level, base: Level, metric: str) -> tuple[str, Comparison | None]:
+    """'clear' when the 95 % interval of the difference to the baseline excludes 0 (paired t
+    where both ran the same seeds, else Welch: the claims' rule, reports.inference), 'within
+    noise' when it holds 0, 'n/a' with fewer than 2 runs on a side or no spread."""
+    a, sa = level_runs(level, metric)
+    b, sb = level_runs(base, metric)
+    c = compare_runs(a, b, ">", a_seeds=sa, b_seeds=sb)
+    if c is None or not math.isfinite(c.low):
+        return "n/a", c
+    return ("clear" if c.p < ALPHA else "within noise"), c
+
+
 def sweep_findings(data: StudyData, factor_list: list[Factor]) -> list[FactorFinding]:
     metric, direction = data.primary
     metrics = [metric, *(m for m in finding_metrics() if m != metric)]
@@ -272,7 +300,7 @@ def sweep_findings(data: StudyData, factor_list: list[Factor]) -> list[FactorFin
             else:
                 b = ests[base.label]
                 delta = _signed(e.mean - b.mean)
-                verdict = compare(e, b)
+                verdict = vs_baseline(lv, base, metric)[0]
             rows.append([name, str(e.n), *cells, delta, verdict])
         out.append(FactorFinding(f, metric, columns, rows, _sentences(f, metric, pick, ests, best, base)))
     return out
@@ -297,7 +325,8 @@ def _sentences(f: Factor, metric: str, pick: str | None, ests: dict[str, Estimat
                    "complete), so its values are compared with each other only.")
         return out
     b = ests[base.label]
-    verdicts = {lv.label: compare(ests[lv.label], b) for lv in f.levels if lv is not base}
+    tests = {lv.label: vs_baseline(lv, base, metric) for lv in f.levels if lv is not base}
+    verdicts = {label: v for label, (v, _) in tests.items()}
     if verdicts and all(v == "n/a" for v in verdicts.values()):
         out.append(f"{f.name}: with fewer than 2 repeats per value there is no spread to compare the differences with.")
         return out
@@ -305,16 +334,18 @@ def _sentences(f: Factor, metric: str, pick: str | None, ests: dict[str, Estimat
     for lbl in clear:
         e = ests[lbl]
         direction = "lower" if e.mean < b.mean else "higher"
+        c = tests[lbl][1]
         out.append(
             f"{f.name}={lbl} gives a clearly {direction} {metric} than the baseline {base.label} "
-            f"({fmt_estimate(e)} vs {fmt_estimate(b)}; the 95 % intervals do not overlap)."
+            f"({fmt_estimate(e)} vs {fmt_estimate(b)}; {c.test}: the 95 % interval of the difference, "
+            f"[{fmt(c.low)}, {fmt(c.high)}], excludes 0)."
         )
     noise = [lbl for lbl, v in verdicts.items() if v == "within noise"]
     if noise:
         listed = ", ".join(noise)
         out.append(
             f"{f.name}={listed}: the difference in {metric} to the baseline {base.label} is within the spread over repeats "
-            "(the 95 % intervals overlap)."
+            "(the 95 % interval of the difference holds 0)."
         )
     return out
 

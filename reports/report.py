@@ -37,13 +37,14 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
         raise ReportError(f"--format takes a comma-separated list of {', '.join(FORMATS)}; got {','.join(formats) or 'nothing'}")
     out = Path(out)
     figures = out / "figures"
-    for part in (figures, out / "report.md.tmp", out / "report.pdf.tmp"):  # written through, never followed
+    for part in (figures, out / "report.md.tmp", out / "report.pdf.tmp", out / "claims.csv.tmp"):  # written through, never followed
         if part.is_symlink():
             raise ReportError(f"{part} is a symlink (to {os.readlink(part)}): remove it; the report writes only real files in {out}")
     try:
         figures.mkdir(parents=True, exist_ok=True)
         for old in figures.glob("*.png"):  # figures of an earlier report of this folder
             old.unlink()
+        (out / "claims.csv").unlink(missing_ok=True)  # written again where the spec has claims
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out} ({exc.strerror or exc}): choose another --out") from exc
     started = time.perf_counter()
@@ -61,6 +62,8 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
         to_pdf(blocks, tmp, title)
         tmp.replace(path)
         written.append(path)
+    if (out / "claims.csv").is_file():
+        written.append(out / "claims.csv")
     log.info("report of %s written in %.1f s", data.name, time.perf_counter() - started)
     return written + sorted(figures.glob("*.png"))
 
@@ -287,8 +290,9 @@ def findings(data: StudyData, factor_list: list[an.Factor]) -> list[Block]:
     blocks.append(
         Text(
             f"For each swept factor: every value's mean ± 95 % t-interval over its runs, ★ the best value by {metric}, "
-            f"and Δ{metric} to the baseline. 'clear': the 95 % intervals of the value and the baseline do not overlap; "
-            "'within noise': they overlap; 'n/a': fewer than 2 runs on a side."
+            f"and Δ{metric} to the baseline. 'clear': the 95 % interval of the difference to the baseline excludes 0 "
+            "(a paired t-test where the value and the baseline ran the same seeds run for run, else Welch's: the rule "
+            "the claims use); 'within noise': it holds 0; 'n/a': fewer than 2 runs on a side, or no spread."
         )
     )
     for f in an.sweep_findings(data, factor_list):

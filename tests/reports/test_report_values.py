@@ -157,20 +157,33 @@ def test_a_search_report_has_slices_the_top_two_and_modes_per_value(tmp_path):
 def test_the_claims_section_judges_every_claim_of_the_spec(sweep_report):
     import pypdf
 
+    from reports.claims_csv import recompute
     from reports.verdicts import VERDICTS
+    from tests.reports.conftest import SWEEP
 
     md = (sweep_report / "report.md").read_text()
     claims = section(md, "7. Claims")
-    header, *rows = table_rows(claims)
-    assert header == ["id", "source", "claim", "test", "measured", "verdict", "figure"]
-    assert [r[0] for r in rows] == ["rmsprop-lower-fd", "d-balanced", "low-lr-best"]
+    header, *rows = table_rows(claims[: claims.index("### Verdicts by budget")])
+    assert header == ["id", "kind", "source", "claim", "test", "budget", "measured", "test used", "verdict", "Holm", "figure"]
+    assert [r[0] for r in rows] == [c["id"] for c in SWEEP["claims"]]
     for row in rows:
-        assert row[5] in VERDICTS and "(n=2)" in row[4]  # 2 repeats per level
-        link = row[6][row[6].index("](") + 2 : -1]
+        assert row[1] == "observed" and row[8] in VERDICTS and "(n=2)" in row[6]  # 2 repeats per level
+        assert "epochs (30 steps): the largest budget run" in row[5]  # 30 steps of batch 32: 0.016 epochs
+        link = row[10][row[10].index("](") + 2 : -1]
         assert (sweep_report / link).read_bytes().startswith(PNG)
-    assert "rmsprop − adam = " in rows[0][4] and "[" in rows[0][4]  # the Welch interval of the difference
-    counts = {v: sum(r[5] == v for r in rows) for v in VERDICTS}
-    assert (f"Of 3 claims, {counts['supported']} supported, {counts['contradicted']} contradicted, "
-            f"{counts['inconclusive']} inconclusive and {counts['not run']} not run at this budget.") in claims
+    # every level runs seeds 0 and 1: the comparison is paired, with its interval, p, effect and MDD
+    assert rows[0][7] == "paired t" and "rmsprop − adam = " in rows[0][6] and "p = " in rows[0][6] and "MDD" in rows[0][6]
+    assert rows[1][8] == "contradicted", rows[1]  # FD far below a million for any runs, at any spread
+    counts = {v: sum(r[8] == v for r in rows) for v in VERDICTS}
+    assert f"Headline: of 3 observed claims, {', '.join(f'{n} {k}' for k, n in counts.items() if n)};" in claims
+    # The verdicts by budget: step 15 and the end, in epochs; the figure; claims.csv recomputes them all.
+    assert "### Verdicts by budget" in claims and "figures/claims_by_budget.png" in image_links(claims)
+    by_budget = table_rows(claims[claims.index("### Verdicts by budget"):])
+    assert by_budget[0] == ["id", "0.008", "0.016"] and all(r[2].endswith("*") for r in by_budget[1:])
+    again = recompute(sweep_report / "claims.csv")
+    assert {k[0] for k in again} == {r[0] for r in rows} and len(again) == 6
+    for row in rows:
+        assert again[(row[0], repr(0.016))][0] == row[8]
+        assert again[(row[0], repr(0.016))][1] == row[9] or row[9] == ""
     text = pdf_text(pypdf.PdfReader(str(sweep_report / "report.pdf")))
     assert "7. Claims" in text and "rmsprop-lower-fd" in text
