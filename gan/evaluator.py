@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def load_evaluator(
     device: str | torch.device = "cpu",
     source: str = "pinned",
     config: ClassifierConfig = ClassifierConfig(),
-    progress: bool = False,
+    progress: bool | Callable[..., Any] = False,
 ) -> Evaluator:
     """The evaluator that scores: the pinned weights (``source="pinned"``, the default), or the
     recipe ``config`` trained on MNIST's training split on this machine (``"retrained"``).
@@ -174,8 +174,10 @@ def load_evaluator(
     is not ``PINNED_WEIGHTS_HASH`` raises :class:`EvaluatorError`. A retrained evaluator is
     cached in ``cache_dir`` (default ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``); a
     cache file that is stale (other data, network or config) or unreadable is replaced by a
-    retraining, with a progress bar on stderr when ``progress``. ``data_dir`` is where the
-    real-data statistics read MNIST from (and, retrained, what the recipe trains on).
+    retraining, with a progress bar on stderr when ``progress`` (a callable makes the bar:
+    ``progress(total=, desc=)``, anything with ``update()`` and ``close()``, e.g. plain lines
+    where stderr is not a terminal). ``data_dir`` is where the real-data statistics read MNIST
+    from (and, retrained, what the recipe trains on).
     """
     if source not in SOURCES:
         raise EvaluatorError(f"evaluator source must be one of {', '.join(SOURCES)}; got {source!r}")
@@ -228,7 +230,7 @@ def recipe_key(train_split: MNIST, config: ClassifierConfig = ClassifierConfig()
                   dataclasses.asdict(config), data_checksum(train_split))
 
 
-def _retrained(data_dir, path: Path, device, config: ClassifierConfig, progress: bool) -> tuple[Evaluator, str]:
+def _retrained(data_dir, path: Path, device, config: ClassifierConfig, progress: bool | Callable[..., Any]) -> tuple[Evaluator, str]:
     train_split = load_mnist(data_dir, train=True)
     key = recipe_key(train_split, config)
     seen = _mtime(path)
@@ -315,7 +317,7 @@ def accuracy_and_loss(model: Evaluator, split: MNIST) -> tuple[float, float]:
     return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
 
 
-def _train(split: MNIST, cfg: ClassifierConfig, progress: bool = False) -> tuple[Evaluator, float]:
+def _train(split: MNIST, cfg: ClassifierConfig, progress: bool | Callable[..., Any] = False) -> tuple[Evaluator, float]:
     """A freshly trained evaluator (in eval mode) and the wall seconds its training took."""
     start = time.perf_counter()
     steps_per_epoch = len(split) // cfg.batch_size
@@ -330,7 +332,8 @@ def _train(split: MNIST, cfg: ClassifierConfig, progress: bool = False) -> tuple
                               weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
         step = 0
-        bar = tqdm(total=total, desc="training the evaluator", unit="step", disable=not progress, file=sys.stderr)
+        bar = (progress(total=total, desc="training the evaluator") if callable(progress)
+               else tqdm(total=total, desc="training the evaluator", unit="step", disable=not progress, file=sys.stderr))
         while step < total:
             order = torch.randperm(len(split)).to(split.device)
             for i in range(min(steps_per_epoch, total - step)):
