@@ -59,9 +59,11 @@ average under ``g_ema``."""
 SAMPLE_BYTES = 4096
 """Memory of one scored sample: the image as float32 (3 KiB) and its evaluator outputs."""
 MODEL_FIELDS = ("arch", "latent_dim", "noise", "g_hidden", "g_channels", "g_stem", "g_batchnorm", "g_slope", "g_output",
-                "g_output_leaky", "d_hidden", "d_channels", "d_dropout", "d_dropout_layers", "d_slope", "d_output_leaky",
-                "data_scaling", "spectral_norm", "self_attention")
-"""The config fields ``gan.models`` builds G and D from: configs equal in these save equal activations."""
+                "g_output_leaky", "d_hidden", "d_channels", "d_dropout_layers", "d_slope", "d_output_leaky", "data_scaling",
+                "self_attention")
+"""The config fields ``gan.models`` builds G and D from, less those that do not change what a
+training step saves per image (spectral norm normalises the weights, once a step; dropout's rate,
+where it is not 0): configs equal in these, and in whether D has dropout, save equal activations."""
 
 # -- study sizes ------------------------------------------------------------------------------
 MAX_SAMPLES = TRAIN_IMAGES
@@ -134,7 +136,7 @@ def jobs_problem(jobs: int, cores: int | None = None, memory: int | None = -1) -
         return (f"--jobs {jobs} asks for more worker processes than this machine can run: at most {most} "
                 f"({JOBS_PER_CORE} per core, {cores} core{'s' if cores > 1 else ''}); use --jobs {cores} (one per core) or fewer")
     memory = machine_memory() if memory == -1 else memory
-    if memory is not None and jobs * WORKER_BYTES > memory:
+    if jobs > 1 and memory is not None and jobs * WORKER_BYTES > memory:  # one worker is the run itself
         fit = max(1, memory // WORKER_BYTES)
         return (f"--jobs {jobs} needs about {_gib(jobs * WORKER_BYTES)} of memory for its worker processes "
                 f"({_gib(WORKER_BYTES)} each) and this machine has {_gib(memory)}: use --jobs {fit} or fewer")
@@ -254,10 +256,15 @@ def activation_bytes(cfg: TrainConfig) -> tuple[int, int]:
             discriminator(torch.cat([fake, torch.zeros_like(fake)]))
         return total
 
-    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
-        torch.manual_seed(0)
-        generator, discriminator = gan.build_models(cfg)
-        per_image = (saved(4) - saved(2)) // 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few images: on a busy machine, waking a thread pool costs more than the arithmetic
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            torch.manual_seed(0)
+            generator, discriminator = gan.build_models(cfg)
+            per_image = (saved(4) - saved(2)) // 2
+    finally:
+        torch.set_num_threads(threads)
     weights = sum(p.numel() * p.element_size() for m in (generator, discriminator) for p in m.parameters())
     return per_image, weights
 
@@ -283,7 +290,7 @@ def training_memory_problem(spec: StudySpec, jobs: int, device: Any) -> str | No
     traced: dict[tuple, tuple[int, int]] = {}
     worst, worst_where, heaviest, largest, search = 0.0, "", (0, 0, ""), (0, ""), not spec.sweep
     for where, cfg in spec_configs(spec):
-        key = tuple(getattr(cfg, f) for f in MODEL_FIELDS)
+        key = (*(getattr(cfg, f) for f in MODEL_FIELDS), cfg.d_dropout > 0)
         if key not in traced:
             traced[key] = activation_bytes(cfg)
         per_image, weights = traced[key]

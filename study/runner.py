@@ -192,8 +192,9 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     enqueued = enqueue_once(study, spec, stores)
     workers = workers_for(study, spec, opts)
     if workers < opts.jobs and not opts.quiet:
+        each = f", {spec.trials_at_once} to a worker" if spec.trials_at_once > 1 else ""
         print(f"gan-study: {workers} worker{'s' if workers > 1 else ''} for --jobs {opts.jobs}: "
-              f"the study has {trials_left(study, opts.target_trials)} trial(s) left", file=sys.stderr, flush=True)
+              f"the study has {trials_left(study, opts.target_trials)} trial(s) left{each}", file=sys.stderr, flush=True)
     opts = dataclasses.replace(opts, jobs=workers)
     experiment_id = stores.experiment_id(opts.study_name)
     client = stores.mlflow()

@@ -182,3 +182,70 @@ def test_every_command_help_names_its_environment_variables(tmp_path, command, v
         assert variable in out.stdout, variable
     if command != "specs":
         assert "$GAN_STUDY_TRACKING_URI, $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db" in " ".join(out.stdout.split())
+
+
+# -- no unbounded work from an input (issue #27): refused before anything starts -------------------
+def test_jobs_beyond_the_machine_are_refused_in_under_a_second_before_torch_loads(site):
+    import subprocess
+    import sys
+    import time
+
+    from study.limits import JOBS_PER_CORE, usable_cores
+
+    seconds = []
+    for _ in range(3):  # the fastest of three: a busy machine's stall is not the command's time
+        started = time.monotonic()
+        message = refused(site, "run", "quick", "--jobs", "100000", "--workdir", "wd")
+        seconds.append(time.monotonic() - started)
+        if seconds[-1] < 1.0:
+            break
+    most = JOBS_PER_CORE * usable_cores()
+    assert message == (f"gan-study: error: --jobs 100000 asks for more worker processes than this machine can run: at most {most} "
+                       f"({JOBS_PER_CORE} per core, {usable_cores()} core{'s' if usable_cores() > 1 else ''}); "
+                       f"use --jobs {usable_cores()} (one per core) or fewer")
+    assert min(seconds) < 1.0, f"--jobs 100000 took {', '.join(f'{t:.2f}' for t in seconds)} s to refuse"
+    assert "--jobs 100000" in refused(site, "worker", "tiny.yaml", "--jobs", "100000", "--workdir", "wd")
+    assert "--jobs must be >= 1, got --jobs 0" in refused(site, "run", "tiny.yaml", "--jobs", "0", "--workdir", "wd")
+    # the refusal comes before torch, Optuna and MLflow load (that is what makes it fast)
+    probe = ("import sys\nfrom study.cli import main\nassert main(['run', 'quick', '--jobs', '100000']) == 2\n"
+             "print(sorted({'torch', 'optuna', 'mlflow'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=site, capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip().splitlines()[-1] == "[]", loaded.stdout + loaded.stderr
+
+
+def test_a_batch_larger_than_mnist_is_refused_in_the_preflight(site):
+    spec = site / "a" / "b" / "c" / "huge-batch.yaml"
+    spec.write_text("name: huge\ntrials: 2\nbudget: {steps: 20}\nfixed: {batch_size: 1000000000}\n"
+                    "space: {lr_g: {low: 1.0e-4, high: 1.0e-3}}\n")
+    try:
+        message = refused(site, "run", str(spec), "--workdir", "wd")
+    finally:
+        spec.unlink()
+    assert message == ("gan-study: error: fixed: batch_size=1000000000 takes 1000000000 real images per discriminator update, "
+                       "more than MNIST's 60000 training images: use batch_size <= 60000")
+
+
+def test_training_that_cannot_fit_in_memory_is_refused_before_anything_starts(site):
+    # 64 DCGANs with self-attention at a batch of 60,000: terabytes, on any machine
+    spec = site / "a" / "b" / "c" / "huge-memory.yaml"
+    spec.write_text("name: huge\ntrials: 64\npopulation: 64\nbudget: {steps: 20}\n"
+                    "fixed: {arch: dcgan, self_attention: both, batch_size: 60000}\n"
+                    "space: {lr_g: {low: 1.0e-4, high: 1.0e-3}}\n")
+    try:
+        message = refused(site, "run", str(spec), "--workdir", "wd")
+    finally:
+        spec.unlink()
+    assert message.startswith("gan-study: error: training batch_size=60000 of a DCGAN needs about ")
+    assert "(64 runs at once) and this machine has" in message and message.endswith(": lower batch_size, population or --jobs")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "tiny.yaml", "--trials", "100000"], "--trials 100000 is more trials than a study holds: use --trials <= 10000"),
+        (["sample", "tiny", "-n", "100000"], "-n must be between 1 and 60000, got -n 100000"),
+    ],
+    ids=["trials", "sample-n"],
+)
+def test_counts_on_the_command_line_are_bounded(site, args, message):
+    assert refused(site, *args, "--workdir", "wd") == f"gan-study: error: {message}"
