@@ -86,7 +86,11 @@ def test_callbacks_get_every_step_once_and_eval_points(data):
     assert evals == [0, 10, 20]  # step 0: the untrained models, before any update
     assert all(b.images_per_sec > 0 and set(b.values) == set(result.history) for b in blocks)
     assert [v for b in blocks for v in b.values["d_loss"]] == result.history["d_loss"]
-    assert 0 <= min(result.history["d_acc"]) and max(result.history["d_acc"]) <= 1
+    # D's accuracies are shares of each step's 16 real and 16 generated images, d_acc their mean
+    acc = {key: torch.tensor(result.history[key]) for key in ("d_acc", "d_acc_real", "d_acc_fake")}
+    for key in ("d_acc_real", "d_acc_fake"):
+        assert torch.equal(acc[key] * 16, (acc[key] * 16).round()) and 0 <= acc[key].min() and acc[key].max() <= 1, key
+    assert torch.equal(acc["d_acc"], (acc["d_acc_real"] + acc["d_acc_fake"]) / 2)
 
 
 def test_extra_eval_steps_and_step_zero_leave_training_unchanged(data):

@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from gan.metrics import class_metrics
 from tests.common import gan_study, journal_study, mlflow_runs, write_spec
 
 # A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
@@ -47,7 +48,7 @@ def test_two_trial_study_then_one_more(tmp_path):
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(t.value is not None and t.value > 0 for t in trials)
-    assert all(t.user_attrs["metrics"]["modes"] >= 0 and "class_counts" not in t.user_attrs["metrics"] for t in trials)
+    assert all("class_counts" not in t.user_attrs["metrics"] for t in trials)  # in MLflow only, one metric per digit
 
     client, runs = mlflow_runs(workdir, "tiny")
     parents = [r for r in runs if r.data.tags.get("gan_study.role") == "invocation"]
@@ -62,12 +63,19 @@ def test_two_trial_study_then_one_more(tmp_path):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "fd")] == [0, 30, 60]  # step 0: untrained
         for key in ("modes", "kl_uniform", "is", "precision", "recall", "d_acc_generated", "d_acc", "d_acc_real", "d_acc_fake", "images_per_sec"):
             assert key in run.data.metrics, key
+        # the final scores are those of the final class histogram, of all 500 final samples
+        counts = [int(run.data.metrics[f"class_count.{d}"]) for d in range(10)]
+        assert sum(counts) == 500
+        assert {k: run.data.metrics[k] for k in ("modes", "kl_uniform")} == pytest.approx(class_metrics(counts), rel=1e-9, abs=1e-12)
         artifacts = {a.path for folder in ("samples", "final", "checkpoint") for a in client.list_artifacts(run.info.run_id, folder)}
         assert artifacts >= {"samples/step_000030.png", "samples/final.png", "final/samples_20.png", "final/class_histogram.png",
                              "final/interpolation.png", "final/latent_arithmetic.png", "final/pictures.npz", "final/metrics.json",
                              "checkpoint/checkpoint.pt", "samples/step_000000.png", "samples/step_000015.png"}
     trial_runs = {t.user_attrs["mlflow_run_id"] for t in trials}
     assert trial_runs == {r.info.run_id for r in children}
+    by_id = {r.info.run_id: r for r in children}
+    for t in trials:  # the study records the scores its run logged
+        assert t.user_attrs["metrics"]["modes"] == by_id[t.user_attrs["mlflow_run_id"]].data.metrics["modes"]
 
     again = gan_study("run", str(spec), "--trials", "3", "--quiet", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
