@@ -40,8 +40,10 @@ SWEEP = {
     "claims": [
         {"id": "rmsprop-lower-fd", "source": "test §1", "claim": "RMSprop reaches a lower FD than Adam.", "factor": "optimizer",
          "compare": ["rmsprop", "adam"], "quantity": "fd", "relation": "<"},
-        {"id": "d-balanced", "source": "test §2", "claim": "D's accuracy ends between 0 and 1.", "factor": "lr",
-         "compare": ["1e-4"], "quantity": "d_acc.end_mean", "relation": "≈", "value": 0.5, "tolerance": 0.5},
+        # FD's scale is that of the evaluator's features (pure noise scores below 100): this claim
+        # is contradicted whatever the runs learn, as the report must say.
+        {"id": "fd-above-million", "source": "test §2", "claim": "FD ends above a million.", "factor": "lr",
+         "compare": ["1e-4"], "quantity": "fd", "relation": ">", "value": 1.0e6},
         {"id": "low-lr-best", "source": "test §3", "claim": "The low learning rate is the best.", "factor": "lr",
          "compare": ["1e-4"], "quantity": "fd", "relation": "lowest"},
     ],
