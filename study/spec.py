@@ -21,7 +21,7 @@ from gan.evaluator import SOURCES
 
 from .claims import Claim, parse_claims, read_claims_file
 from .enqueue import parse_enqueue
-from .limits import MAX_TRIALS, spec_problem
+from .limits import MAX_TRIALS, TRAIN_IMAGES, spec_problem
 from .names import NameRuleError, check_name
 from .space import (
     Param,
@@ -36,7 +36,6 @@ from .space import (
 )
 
 SPEC_DIR = Path(__file__).parent / "specs"
-MNIST_TRAIN_IMAGES = 60_000  # MNIST's training split (gan.data checks that its files hold this many)
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 __all__ = ["Objective", "SpecError", "StudySpec", "builtin_specs", "load_spec", "parse_spec"]
@@ -154,7 +153,7 @@ class StudySpec:
         # budget keeps its identity (compared within itself) and its unit: in epochs, it becomes the
         # epochs that ``steps`` make at the baseline's batch, so batch sizes still train equal epochs
         # (report 000's batch-size study fixes epochs, not iterations).
-        per_epoch = MNIST_TRAIN_IMAGES // TrainConfig.from_dict(self.fixed).real_batch
+        per_epoch = TRAIN_IMAGES // TrainConfig.from_dict(self.fixed).real_batch
         return parse_spec({**_factor_budgets_in_steps(self.source, steps, per_epoch), "budget": {"steps": steps}})
 
     def with_factors(self, names: list[str]) -> StudySpec:
