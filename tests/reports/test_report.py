@@ -13,7 +13,9 @@ def test_cli_prints_the_written_files(sweep_report):
     printed = [Path(line) for line in (sweep_report.parent / "stdout.txt").read_text().split()]
     assert printed[:2] == [sweep_report / "report.md", sweep_report / "report.pdf"]
     assert all(p.is_file() for p in printed)
-    assert {p.name for p in printed[2:]} == {p.name for p in (sweep_report / "figures").glob("*.png")}
+    # the spec has claims: claims.csv beside report.md, then the figures
+    assert printed[2] == sweep_report / "claims.csv"
+    assert {p.name for p in printed[3:]} == {p.name for p in (sweep_report / "figures").glob("*.png")}
 
 
 def test_leaderboard_has_one_row_per_trial_and_the_floors(workdir, sweep_report):
