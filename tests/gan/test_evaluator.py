@@ -93,6 +93,7 @@ def test_unknown_source_is_refused():
         load_evaluator(source="mine")
 
 
+@pytest.mark.slow  # a real training of 300 steps
 def test_recipe_at_a_short_budget_reaches_a_bound_any_cpu_meets(tmp_path, mnist_test):
     # 300 of the recipe's 2,340 steps (the one-cycle schedule squeezed into them). Measured
     # here: 99.17 % (AMD EPYC); the bound leaves room for other CPUs' rounding to train other weights.

@@ -23,6 +23,7 @@ def test_shapes_of_default_models():
         assert D(images).shape == (5,)
 
 
+@pytest.mark.slow  # trains every combination
 def test_every_combination_builds_and_trains_or_fails_with_the_message(small_data):
     valid = 0
     for arch, sn, sa, loss, opt in COMBOS:

@@ -137,6 +137,7 @@ _SMALL_DCGAN = {"arch": "dcgan", "g_channels": 16, "d_channels": (8, 16), "batch
     {"spectral_norm": "both", "self_attention": "both"},
     {"g_stem": 14, "self_attention": "g", "loss": "wgan-gp"},
 ], ids=["plain", "batchnorm-ema", "sn-attention", "stem14-wgan-gp"])
+@pytest.mark.slow  # DCGAN populations against their solo runs
 def test_dcgan_members_train_as_their_solo_runs(data, knobs):
     # Convs as one grouped conv, batch norm over every member's channels, attention batched over
     # members; spectral norm's vectors and batch norm's statistics are the members' own.
@@ -236,7 +237,7 @@ def test_a_callback_stops_its_member_only_and_training_ends_when_none_is_left(da
         train_population(configs, data, on_records=stop_all, records_every=5)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("arch", ["mlp", pytest.param("dcgan", marks=pytest.mark.slow)])
 def test_g_ema_members_average_as_their_solo_runs_also_after_one_stops(data, arch):
     # The averages are batched as G is (batch-norm statistics and spectral-norm vectors are G's
     # own); a member that leaves takes its average along, and the others are batched anew.

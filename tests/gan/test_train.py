@@ -69,6 +69,7 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(data):
     assert mixed.history == train(cfg.replace(precision="bf16"), data).history  # still seeded
 
 
+@pytest.mark.slow  # torch.compile
 def test_compile_option_trains_the_compiled_networks(data):
     # compile=True is meant for CUDA; on CPU it must still train (inductor's C++ backend).
     result = train(TrainConfig(budget=10, batch_size=32, device="cpu", compile=True), data)

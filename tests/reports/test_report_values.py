@@ -13,6 +13,8 @@ from study.record import Tag
 from tests.common import mlflow_runs
 from tests.reports.conftest import PNG, image_links, pdf_images, pdf_text, section, table_rows
 
+pytestmark = pytest.mark.slow  # the session's real studies and reports
+
 FACTORS = ("lr", "optimizer")
 PER_FACTOR = ("factor_{}_evals.png", "values_{}_samples.png", "values_{}_progress.png", "values_{}_classes.png")
 

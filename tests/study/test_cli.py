@@ -17,7 +17,7 @@ from gan.metrics import class_metrics
 from tests.common import gan_study, journal_study, mlflow_runs, write_spec
 
 # A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
-pytestmark = pytest.mark.usefixtures("evaluator")
+pytestmark = [pytest.mark.usefixtures("evaluator"), pytest.mark.slow]  # slow: real studies through the CLI
 
 
 def test_specs_lists_the_builtins(tmp_path):

@@ -22,6 +22,8 @@ from study.record import StudyAttrs, Tag
 from study.spec import SpecError, load_spec, parse_spec
 from tests.common import TINY, gan_study, journal_study, mlflow_runs, write_spec
 
+pytestmark = pytest.mark.slow  # real studies end to end
+
 EVAL = {"every": 100, "samples": 500, "final_samples": 500}
 LOSS_SPACE = {
     "loss": ["ns", "hinge"],

@@ -25,6 +25,7 @@ def test_the_command_prints_the_pinned_card_without_training(tmp_path):
     assert not (tmp_path / "empty-cache" / "evaluator.pt").exists(), took
 
 
+@pytest.mark.slow  # a real training and two scorings
 def test_agreement_compares_two_evaluators_on_the_test_split_and_a_fixed_stand_in(tmp_path, data_dir):
     pinned = load_evaluator()
     quick = load_evaluator(cache_dir=tmp_path, config=ClassifierConfig(max_steps=40), source="retrained")

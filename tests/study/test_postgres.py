@@ -31,6 +31,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # a PostgreSQL server and worker processes
+
 HEARTBEAT = "2,30"  # seconds: a killed worker's trial is failed in 30 s, not the default 90; a busy live worker is not
 
 

@@ -28,6 +28,8 @@ import torch
 
 from tests.common import ONE_THREAD, TINY, gan_study, journal_study, mlflow_runs, write_spec
 
+pytestmark = pytest.mark.slow  # kills, signals and out-of-memory runs of real studies
+
 ERROR_PREFIX = "gan-study: error:"
 
 

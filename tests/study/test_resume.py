@@ -4,22 +4,24 @@ were), and every invocation records the spec it ran."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 
 import yaml
 
 import pytest
 
+from study.runs import REPO, git_commit
 from tests.common import gan_study, journal_study, mlflow_runs, write_spec
 
 # A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
-pytestmark = pytest.mark.usefixtures("evaluator")
+pytestmark = [pytest.mark.usefixtures("evaluator"), pytest.mark.slow]  # slow: real studies through the CLI
 
 
 def _digest(workdir):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(workdir.iterdir()) if p.is_file()}
 
 
-def test_a_changed_spec_is_refused_by_name_and_the_same_one_continues(tmp_path):
+def test_a_changed_spec_is_refused_by_name_and_the_same_one_continues(tmp_path, evaluator):
     spec = write_spec(tmp_path, name="resumed", trials=1)
     workdir = tmp_path / "gan-study-runs"
     first = gan_study("run", str(spec), "--steps", "20", "--quiet", cwd=tmp_path)
@@ -51,6 +53,15 @@ def test_a_changed_spec_is_refused_by_name_and_the_same_one_continues(tmp_path):
     local = client.download_artifacts(invocations[0].info.run_id, "spec.yaml", str(tmp_path))
     assert yaml.safe_load(open(local))["budget"] == {"steps": 20}
     trial = next(r for r in runs if r.data.tags.get("gan_study.role") == "trial")
-    assert len(trial.data.tags["gan_study.evaluator_hash"]) == 64
-    assert 0 < float(trial.data.params["evaluator_test_accuracy"]) <= 1
-    assert len(trial.data.tags.get("mlflow.source.git.commit", "x" * 40)) == 40  # where the checkout is a git one
+    # scored by the evaluator every command uses by default, and its card says which
+    assert trial.data.tags["gan_study.evaluator_hash"] == evaluator.weights_hash
+    assert float(trial.data.params["evaluator_test_accuracy"]) == evaluator.test_accuracy
+    # The commit the study ran from: HEAD then, so HEAD or its ancestor now (others may commit
+    # meanwhile); outside a git checkout there is none, and no tag.
+    commit = trial.data.tags.get("mlflow.source.git.commit")
+    if git_commit() is None:
+        assert commit is None
+    else:
+        assert commit is not None and len(commit) == 40, trial.data.tags
+        is_ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO, capture_output=True)
+        assert is_ancestor.returncode == 0, (commit, is_ancestor.stderr)
