@@ -47,9 +47,13 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
         (out / "claims.csv").unlink(missing_ok=True)  # written again where the spec has claims
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out} ({exc.strerror or exc}): choose another --out") from exc
+    from study.progress import step  # a line per step that takes a while, when the CLI shows them
+
     started = time.perf_counter()
-    data = load(study, stores, figures)
-    blocks = build(data, figures)
+    with step(f"reading the trials and MLflow runs of {study.study_name}"):
+        data = load(study, stores, figures)
+    with step("drawing the figures"):
+        blocks = build(data, figures)
     written: list[Path] = []
     title = f"gan-study report: {data.name}"
     if "md" in formats:
@@ -59,7 +63,8 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
     if "pdf" in formats:
         path = out / "report.pdf"
         tmp = path.with_suffix(".pdf.tmp")
-        to_pdf(blocks, tmp, title)
+        with step("writing the PDF"):
+            to_pdf(blocks, tmp, title)
         tmp.replace(path)
         written.append(path)
     if (out / "claims.csv").is_file():

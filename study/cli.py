@@ -9,12 +9,14 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 EXIT_FAILED = 1  # a runtime failure: every trial this invocation ran failed
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+STARTED = time.monotonic()  # the command's wall time counts from here (the summary of run)
 
 
 STORAGE_ENV = "GAN_STUDY_STORAGE"
@@ -31,13 +33,14 @@ DATA_VARS = (
     ("GAN_STUDY_DATA", "folder holding MNIST/raw/ (see --data-dir; default ./data)"),
     ("GAN_STUDY_CACHE", "folder of the cached MNIST evaluator (default ~/.cache/gan-study)"),
 )
+PROGRESS_VARS = (("GAN_STUDY_PROGRESS_SECONDS", "seconds between progress lines when stderr is not a terminal (default 30)"),)
 HTTP_VARS = (
     ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "retries of one call to an MLflow server (default here 4)"),
     ("MLFLOW_HTTP_REQUEST_TIMEOUT", "seconds per call to an MLflow server (default here 60)"),
 )
 ENV_VARS = {
-    "run": STORE_VARS + DATA_VARS + HTTP_VARS,
-    "worker": STORE_VARS + DATA_VARS + HTTP_VARS,
+    "run": STORE_VARS + DATA_VARS + PROGRESS_VARS + HTTP_VARS,
+    "worker": STORE_VARS + DATA_VARS + PROGRESS_VARS + HTTP_VARS,
     "specs": (),
     "status": STORE_VARS + HTTP_VARS,
     "studies": STORE_VARS,
@@ -45,7 +48,7 @@ ENV_VARS = {
     "dashboard": STORE_VARS,
     "report": STORE_VARS + DATA_VARS + HTTP_VARS,
     "sample": STORE_VARS + HTTP_VARS,
-    "evaluator": DATA_VARS,
+    "evaluator": DATA_VARS + PROGRESS_VARS,
 }
 
 
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--factors", help="a sweep spec: train the baseline and only these factors (comma-separated), "
                        "e.g. the MLP factors of seeds on a CPU; the claims on the others are reported as not run")
         p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $GAN_STUDY_DATA or ./data)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true", help="print only warnings, errors and the final summary (no progress)")
 
     add("specs", "list the built-in specs")
 
@@ -142,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf (default: md,pdf)")
     p.add_argument("--out", help="output folder (default: <workdir>/reports/<study>/); refused where it passes through a symlink inside the work folder")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the evaluator's floors)")
+    p.add_argument("--verbose", action="store_true", help="print every figure written, not only the figures folder")
 
     p = add("evaluator", "show the evaluator that scores; --retrain trains its recipe here and compares",
             "print the pinned evaluator's card (weights hash, test accuracy, recipe); with --retrain, train the recipe "
@@ -196,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    from .progress import configure
+
+    configure(quiet=getattr(args, "quiet", False))  # steps and progress as lines on stderr (study.progress)
     try:
         return COMMANDS[args.command](args) or 0
     except GanStudyError as exc:
@@ -234,18 +241,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in claim_warnings(spec):  # before training: claims this schedule cannot judge
         print(f"gan-study: warning: {warning}", file=sys.stderr)
     import gan
-    from gan import metrics as gm
     from gan.config import resolve_device
 
-    from .preflight import check_cache, check_idx_files
+    from .preflight import IDX_FILES, check_cache, check_idx_files, check_limits
+    from .progress import step
+    from .summary import summary_lines
 
-    resolve_device(args.device)  # --device cuda without CUDA: fail now
+    device = resolve_device(args.device)  # --device cuda without CUDA: fail now
     stores = _stores(args)
     stores.check()  # unreachable servers, an unusable work folder: fail before anything is written
-    check_idx_files(args.data_dir)
-    for train in (True, False):  # a missing or corrupt dataset fails before any store is touched
-        gan.load_mnist(args.data_dir, train=train, subset=1)
+    # The refusals come before any progress line (bad input stays one line of error).
+    check_limits(spec, args.jobs, device)
     check_cache()
+    check_idx_files(args.data_dir)
+    raw = gan.resolve_data_dir(args.data_dir) / "MNIST" / "raw"
+    whole = all((raw / name).is_file() for name in IDX_FILES)  # else a download: torchvision prints its own lines
+    with step(f"checking the MNIST files in {raw}") if whole else contextlib.nullcontext():
+        for train in (True, False):  # a missing or corrupt dataset fails before any store is touched
+            gan.load_mnist(args.data_dir, train=train, subset=1)
     from .runner import RunOptions, run_study
 
     opts = RunOptions(
@@ -258,18 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         target_trials=spec.trials,
     )
     result = run_study(spec, opts)
-    summary = f"study {result.study_name}: {result.complete} complete, {result.pruned} pruned, {result.failed} failed in {result.seconds:.0f} s"
-    print(summary)
-    if result.enqueued:
-        print(f"enqueued the spec's {result.enqueued} configuration(s) to try first")
-    if result.best:
-        metrics = result.best["metrics"]
-        shown = ", ".join(f"{m.name}={metrics[m.name]:.4g}" for m in gm.metrics_of("score", shown=True) if m.name in metrics)
-        print(f"best trial {result.best['number']}: {shown}")
-    if result.registered:
-        print(f"best generator registered as model {result.study_name!r} version {result.registered}; "
-              f"draw from it with 'gan-study sample {result.study_name}'")
-    print(f"stores: {opts.stores.workdir if opts.stores.embedded else '(remote)'}; see 'gan-study status {result.study_name}'")
+    for line in summary_lines(result, spec, opts.stores, time.monotonic() - STARTED, args.data_dir):
+        print(line, flush=True)
     if result.ran and result.ran_failed == result.ran:  # nothing this invocation ran came to a result
         from .tracking import mask_url
 
@@ -400,8 +403,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         from reports import write_report
 
         written = write_report(studies[0], stores, out, formats=formats)
-    for path in written:
+    figures = [p for p in written if p.suffix == ".png"]
+    for path in written if args.verbose else [p for p in written if p.suffix != ".png"]:
         print(path)
+    if figures and not args.verbose:  # the folder, not one line per figure
+        print(figures[0].parent)
     return 0
 
 

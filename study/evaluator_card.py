@@ -9,6 +9,7 @@ with seeded noise) under each.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from gan import metrics as gm
 from gan.data import load_mnist
-from gan.evaluator import Evaluator, load_evaluator, pinned_card
+from gan.evaluator import Evaluator, load_evaluator, pinned_card, resolve_cache_dir
 
 __all__ = ["STAND_IN_NOISE", "STAND_IN_SAMPLES", "agreement", "evaluator_command", "stand_in_images"]
 
@@ -67,10 +68,17 @@ def evaluator_command(data_dir: str | None, retrain: bool) -> str:
               f"  recipe         {shipped.get('recipe', {})}"]
     if not retrain:
         return "\n".join(lines)
+    from .progress import bar, step
+
+    # At once, before MNIST and torchvision load (seconds): then the training's own bar.
+    logging.getLogger("gan_study.evaluator").info(
+        "retraining the evaluator's recipe on this machine (the pinned run took %.0f s on %s; cached in %s)",
+        pinned.train_seconds, shipped.get("trained_on", "?"), resolve_cache_dir())
     start = time.perf_counter()
-    fresh = load_evaluator(data_dir, source="retrained", progress=True)
+    fresh = load_evaluator(data_dir, source="retrained", progress=bar)
     took = time.perf_counter() - start
-    a = agreement(pinned, fresh, data_dir)
+    with step("comparing it with the pinned evaluator (the test split's digits, the stand-in's FD)"):
+        a = agreement(pinned, fresh, data_dir)
     lines += _card_lines(f"retrained evaluator (this machine, cached in {fresh.cache_dir}; {took:.0f} s)", fresh.card())
     lines += [
         "agreement with the pinned evaluator:",

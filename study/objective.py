@@ -39,6 +39,7 @@ from gan.sampling import generate
 
 from . import record
 from .compat import heartbeat
+from .progress import Meter
 from .recovery import counts, dead_here, will_retry, worker_identity
 from .record import Tag, TrialRecord
 from .runs import end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
@@ -72,9 +73,15 @@ class Evaluation:
 
     @classmethod
     def load(cls, data_dir: str | None, device: torch.device, source: str = "pinned") -> Evaluation:
-        data = gan.load_mnist(data_dir, device=device)
-        evaluator = load_evaluator(data_dir, device="cpu", source=source, progress=source == "retrained")
-        return cls(data, evaluator, gm.real_stats(evaluator, data_dir), device)
+        from .progress import bar, step
+
+        with step("loading MNIST's training split"):
+            data = gan.load_mnist(data_dir, device=device)
+        with step("loading the pinned evaluator") if source == "pinned" else contextlib.nullcontext():  # retraining: its own lines and bar
+            evaluator = load_evaluator(data_dir, device="cpu", source=source, progress=bar if source == "retrained" else False)
+        with step("real-data statistics of the MNIST test split (cached after the first run)"):
+            real = gm.real_stats(evaluator, data_dir)
+        return cls(data, evaluator, real, device)
 
     def score(self, generator, discriminator, cfg: gan.TrainConfig, n: int) -> tuple[dict[str, Any], torch.Tensor]:
         images = generate(generator, n, seed=EVAL_SEED)
@@ -128,8 +135,9 @@ class TrialRunner:
 
     def __init__(self, spec: StudySpec, stores: Stores, study_name: str, *, target_trials: int, device: str = "auto",
                  data_dir: str | None = None, parent_run_id: str | None = None, progress: bool = False,
-                 evaluation: Evaluation | None = None, storage: BaseStorage | None = None):
+                 evaluation: Evaluation | None = None, storage: BaseStorage | None = None, meter: Meter | None = None):
         self.spec, self.study_name, self.target_trials, self.storage = spec, study_name, target_trials, storage
+        self.meter = meter or Meter()  # the invocation's progress: this worker's training (study.progress)
         self.device_name, self.parent_run_id, self.progress = device, parent_run_id, progress
         self.client = stores.mlflow()
         self.experiment_id = stores.experiment_id(study_name)
@@ -265,6 +273,8 @@ class TrialRunner:
                 started.append(self.start(t, run_ids[t.number]))
             except optuna.TrialPruned as exc:
                 outcomes[t.number] = self.pruned(t, exc, run_ids[t.number])
+        # The worker loop ends the cohort in the meter once Optuna has its outcome.
+        self.meter.begin([run.total for s in started for run in s.runs], len(started))
         results = self.train_cohort(started)
         for s in started:
             number, runs = s.trial.number, results[s.trial.number]
@@ -311,7 +321,7 @@ class TrialRunner:
             cfg = base.replace(seed=spec.seed + r)
             target = self.repeat_run(trial, cfg, r, tags, run_ids)
             runs.append(RunTraining(spec, self.evaluation, self.client, trial, cfg, target, report=r == 0,
-                                    progress_bar=self.progress, verdict=verdict))
+                                    progress_bar=self.progress, verdict=verdict, meter=self.meter))
         return _Started(trial, run_ids, runs)
 
     def train_cohort(self, started: list[_Started]) -> dict[int, list[Any]]:

@@ -32,7 +32,8 @@ from .names import check_name
 from .objective import Evaluation, TrialRunner, free_memory, load_evaluation
 from .preflight import check_limits
 from .record import Tag, TrialRecord
-from .recovery import counted_trials, counts, fail_trials_of_this_process, may_take_over, reconcile, worker_identity
+from .progress import Channel, Meter, StudyProgress, is_tty, step
+from .recovery import counts, fail_trials_of_this_process, may_take_over, reconcile, worker_identity
 from .registry import register_best
 from .runs import describe_experiment, log_artifacts, source_tags, start_run
 from .samplers import effective_spec, open_study, spec_hash
@@ -105,13 +106,16 @@ def worker_loop(
     progress: bool,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
     evaluation: Evaluation | None = None,
+    meter: Meter | None = None,
 ) -> None:
     """Run trials until the study has ``opts.target_trials`` of them (counting other workers').
 
     A worker also waits for other workers' running trials that it could take over if their
     worker died (RDB heartbeat; journal trials of processes on this host), so a study whose
-    worker is killed near the end still completes, with the killed trial retried.
+    worker is killed near the end still completes, with the killed trial retried. ``meter``:
+    where this worker's training goes for the invocation's progress (:mod:`study.progress`).
     """
+    meter = meter or Meter()
     if opts.jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts.jobs))
     storage = opts.stores.optuna_storage()
@@ -119,7 +123,7 @@ def worker_loop(
     study = open_study(spec, opts.study_name, storage, offset=1000 * index + existing)
     runner = TrialRunner(spec, opts.stores, opts.study_name, target_trials=opts.target_trials, device=opts.device,
                          data_dir=opts.data_dir, parent_run_id=parent_run_id, progress=progress, evaluation=evaluation,
-                         storage=storage)
+                         storage=storage, meter=meter)
     finished: list[FrozenTrial] = []
     failures, told = 0, False
     try:
@@ -137,6 +141,8 @@ def worker_loop(
                 except optuna.exceptions.UpdateFinishedTrialError:
                     # Our trial was failed as stale (no heartbeat for the grace period) and retried.
                     print("gan-study: this worker's trial was failed by another worker (missed heartbeats)", file=sys.stderr)
+                finally:
+                    meter.end()  # the cohort's outcome is in the storage now
                 free_memory()  # an out-of-memory trial leaves the next one a clean device
                 last = finished[-1] if finished else None
                 if last is None or last.state == TrialState.FAIL:
@@ -161,10 +167,10 @@ def worker_loop(
         raise
 
 
-def _worker_entry(spec: StudySpec, opts: RunOptions, parent_run_id: str | None, index: int) -> None:
+def _worker_entry(spec: StudySpec, opts: RunOptions, parent_run_id: str | None, index: int, channel: Channel | None = None) -> None:
     _quiet_libraries()
     try:
-        worker_loop(spec, opts, parent_run_id, index, progress=False)
+        worker_loop(spec, opts, parent_run_id, index, progress=False, meter=channel.meter(index) if channel else None)
     except KeyboardInterrupt:
         pass
     except GanStudyError as exc:
@@ -228,30 +234,22 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     result = outcome(study, started, parent)
     result.enqueued, result.workers = enqueued, workers
     try:
-        result.registered = register_best(study, stores, parent)
+        with step("registering the best generator in the MLflow model registry"):
+            result.registered = register_best(study, stores, parent)
     except Exception as exc:  # noqa: BLE001 - the study itself is done; say why the model is not in the registry
         print(f"gan-study: warning: the best generator was not registered: {mask_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}",
               file=sys.stderr, flush=True)
     return result
 
 
-def _study_bar(opts: RunOptions, study: optuna.Study):
-    from tqdm import tqdm
-
-    return tqdm(total=opts.target_trials, initial=min(counted_trials(study), opts.target_trials), desc=f"study {opts.study_name}", unit="trial", disable=opts.quiet)
-
-
 def _run_in_process(spec: StudySpec, opts: RunOptions, parent: str, study: optuna.Study, evaluation: Evaluation | None = None) -> None:
-    bar = _study_bar(opts, study)
-
-    def tick(study: optuna.Study, trial: FrozenTrial) -> None:
-        bar.n = min(counted_trials(study), opts.target_trials)
-        bar.refresh()
-
+    channel = Channel(1)
+    progress = StudyProgress(study, opts.target_trials, channel, quiet=opts.quiet)
     try:
-        worker_loop(spec, opts, parent, 0, progress=not opts.quiet, callbacks=[tick], evaluation=evaluation)
+        with progress.polling():  # a thread reads the storage (the parent's own handle) and the channel
+            worker_loop(spec, opts, parent, 0, progress=not opts.quiet and is_tty(), evaluation=evaluation, meter=channel.meter(0))
     finally:
-        bar.close()
+        progress.close()
 
 
 def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna.Study) -> None:
@@ -259,21 +257,22 @@ def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna
 
     # Spawned workers start clean (no forked torch threads or SQLite handles).
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(spec, opts, parent, i), daemon=False) for i in range(opts.jobs)]
+    channel = Channel(opts.jobs, ctx)  # each worker adds its training to its slot; the storage has the trials
+    procs = [ctx.Process(target=_worker_entry, args=(spec, opts, parent, i, channel), daemon=False) for i in range(opts.jobs)]
     for p in procs:
         p.start()
-    bar = _study_bar(opts, study)
+    progress = StudyProgress(study, opts.target_trials, channel, quiet=opts.quiet)
     try:
+        progress.poll()
         while any(p.is_alive() for p in procs):
             time.sleep(1.0)
-            bar.n = min(counted_trials(study), opts.target_trials)
-            bar.refresh()
+            progress.poll()
     except KeyboardInterrupt:
         for p in procs:
             p.join(timeout=30)
         raise
     finally:
-        bar.close()
+        progress.close()
     for p in procs:
         p.join()
     failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode]

@@ -17,6 +17,7 @@ import gan
 from gan.plots import as_uint8, class_histogram, labelled_samples, save_grid
 from gan.sampling import arithmetic_rows, interpolation_rows
 
+from .progress import Meter, is_tty
 from .record import PICTURES
 from .runs import CurveLogger, log_artifacts, log_metrics
 from .spec import StudySpec
@@ -45,19 +46,21 @@ class RunTraining:
 
     def __init__(self, spec: StudySpec, evaluation: Evaluation, client: MlflowClient, trial: optuna.Trial,
                  cfg: gan.TrainConfig, run_id: str, *, report: bool, progress_bar: bool,
-                 verdict: list[optuna.TrialPruned] | None = None):
+                 verdict: list[optuna.TrialPruned] | None = None, meter: Meter | None = None):
         self.spec, self.ev, self.client, self.trial = spec, evaluation, client, trial
         self.cfg, self.run_id, self.report = cfg, run_id, report
         # Shared by the runs of one trial: once the pruner stops the trial, its other runs stop too.
         self.verdict = verdict if verdict is not None else []
-        total = cfg.total_steps(len(evaluation.data))
+        self.total = total = cfg.total_steps(len(evaluation.data))
+        # The invocation's progress (study.progress): steps and images, once a records block.
+        self.meter, self.images_per_step = meter, cfg.real_batch * cfg.d_steps
         window = math.ceil(total / MAX_CURVE_POINTS)
         self.curves = CurveLogger(client, run_id, window)
         self.records_every = window * math.ceil(100 / window)
         self.snapshots = progress_steps(total)
         self.progress: dict[int, Any] = {}  # step -> uint8 fixed-noise images, for the progress strip
         self.bar = None
-        if progress_bar:
+        if progress_bar and is_tty():  # redraws with carriage returns: a terminal's only
             from tqdm import tqdm
 
             seed = f" seed {cfg.seed}" if spec.repeats > 1 else ""
@@ -67,6 +70,8 @@ class RunTraining:
         if self.verdict:
             raise self.verdict[0]
         self.curves(records)
+        if self.meter is not None:
+            self.meter.advance(len(records.steps), len(records.steps) * self.images_per_step)
         if self.bar is not None:
             self.bar.update(len(records.steps))
 

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.slow  # the session's real studies and reports
 def test_cli_prints_the_written_files(sweep_report):
     printed = [Path(line) for line in (sweep_report.parent / "stdout.txt").read_text().split()]
     assert printed[:2] == [sweep_report / "report.md", sweep_report / "report.pdf"]
-    assert all(p.is_file() for p in printed)
-    # the spec has claims: claims.csv beside report.md, then the figures
+    assert all(p.is_file() for p in printed[:-1])
+    # the spec has claims: claims.csv beside report.md, then the figures folder (each figure with --verbose, #29)
     assert printed[2] == sweep_report / "claims.csv"
-    assert {p.name for p in printed[3:]} == {p.name for p in (sweep_report / "figures").glob("*.png")}
+    assert printed[3:] == [sweep_report / "figures"] and any((sweep_report / "figures").glob("*.png"))
 
 
 def test_leaderboard_has_one_row_per_trial_and_the_floors(workdir, sweep_report):
