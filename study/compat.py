@@ -11,12 +11,22 @@ each against the installed versions, so an upgrade that changes one fails loudly
   Optuna keeps private.
 - Bulk metric histories: one SQL query per metric for all runs instead of one call per run and
   metric (MLflow has no public bulk call); the public per-run call is the fallback.
+- A new SQLite tracking store as a copy of an empty one: MLflow builds a SQLite store's tables
+  by replaying its alembic migrations, 3-5 s for every new work folder; the copy relies on
+  what MLflow writes into an empty store (the schema, its version, the Default experiment and
+  workspace), which the test compares with a store MLflow creates itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("gan_study")
 
-__all__ = ["RetryingGridSampler", "heartbeat", "metric_history_bulk", "stale_trial_ids"]
+__all__ = ["RetryingGridSampler", "empty_tracking_store", "heartbeat", "metric_history_bulk", "seed_tracking_store", "stale_trial_ids"]
 
 
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> set[int]:
@@ -90,3 +100,46 @@ def metric_history_bulk(client, run_ids: list[str], key: str) -> list[tuple[str,
         log.debug("bulk metric history failed (%s); fetching run by run", exc)
         return None
     return rows
+
+
+def empty_tracking_store(cache_dir: Path) -> Path:
+    """An empty MLflow SQLite store made by MLflow itself, once per MLflow version, in ``cache_dir``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    path = cache_dir / f"mlflow-empty-{mlflow.__version__}.db"
+    if path.is_file():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        db, copy = Path(tmp) / "mlflow.db", Path(tmp) / "copy.db"
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)  # creates the tables (all migrations)
+        with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(copy)) as dst:
+            src.backup(dst)  # consistent whatever MLflow's engine still holds open
+        os.replace(copy, path)  # atomic: a concurrent maker's copy is as good
+    return path
+
+
+def seed_tracking_store(db: Path, cache_dir: Path, artifact_root: str) -> bool:
+    """Create the SQLite tracking store ``db`` as a copy of the cached empty store, with the
+    Default experiment's artifacts under ``artifact_root``/0 (MLflow would put them in the
+    creating process's working folder). False, and nothing written, where ``db`` exists or the
+    copy cannot be made: MLflow then creates the store itself."""
+    if db.exists():
+        return False
+    try:
+        template = empty_tracking_store(cache_dir)
+        tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(template, tmp)
+            now = int(time.time() * 1000)
+            with contextlib.closing(sqlite3.connect(tmp)) as con, con:
+                con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? WHERE experiment_id = 0",
+                            (f"{artifact_root.rstrip('/')}/0", now, now))
+            os.replace(tmp, db)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error) as exc:  # a read-only cache, a full disk: the slow way still works
+        log.debug("no copy of an empty tracking store (%s); MLflow creates it", exc)
+        return False
+    return True

@@ -91,6 +91,11 @@ class Stores:
         return "://" not in self.storage_url
 
     @property
+    def embedded_tracking(self) -> bool:
+        """The tracking store is the work folder's own SQLite file."""
+        return self.tracking_uri == f"sqlite:///{self.workdir / 'mlflow.db'}" and bool(self.artifact_root)
+
+    @property
     def needs_workdir(self) -> bool:
         return self.embedded or self.tracking_uri.startswith("sqlite:") or bool(self.artifact_root)
 
@@ -181,6 +186,12 @@ class Stores:
         """
         try:
             with self.lock("mlflow-setup", when=self.tracking_uri.startswith("sqlite:")):
+                if self.embedded_tracking:  # a new store in seconds less (study.compat)
+                    from gan.evaluator import resolve_cache_dir
+
+                    from .compat import seed_tracking_store
+
+                    seed_tracking_store(self.workdir / "mlflow.db", resolve_cache_dir(), self.artifact_root)
                 retry(lambda: self.mlflow().search_experiments(max_results=1), attempts=2)
         except Exception as exc:
             raise StoreError(f"cannot reach the MLflow tracking store {mask_url(self.tracking_uri)}: {_first_line(exc)}") from exc

@@ -3,6 +3,7 @@ upgrade that renames or changes one fails here, by name, instead of deep inside 
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.compat import RetryingGridSampler, heartbeat, metric_history_bulk, stale_trial_ids
+from study.compat import RetryingGridSampler, heartbeat, metric_history_bulk, seed_tracking_store, stale_trial_ids
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,3 +94,46 @@ def test_worker_identity_has_a_start_time():
     from study.recovery import worker_identity
 
     assert worker_identity()["started"]
+
+
+def _contents(db: Path) -> tuple[list, dict]:
+    with sqlite3.connect(db) as con:
+        # a table's constraints come in no fixed order (MLflow's migrations rebuild tables from sets)
+        schema = sorted((kind, name, tuple(sorted(part.strip() for part in (sql or "").split(","))))
+                        for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master"))
+        rows = {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}"))) for (kind, t, _) in schema if kind == "table"}
+    return schema, rows
+
+
+def test_a_seeded_tracking_store_is_the_store_mlflow_creates(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    made = tmp_path / "made" / "mlflow.db"
+    made.parent.mkdir()
+    MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()
+    seeded = tmp_path / "seeded" / "mlflow.db"
+    seeded.parent.mkdir()
+    root = (seeded.parent / "mlartifacts").as_uri()
+    assert seed_tracking_store(seeded, tmp_path / "cache", root)
+    assert not seed_tracking_store(seeded, tmp_path / "cache", root), "an existing store is never replaced"
+    (schema_made, rows_made), (schema_seeded, rows_seeded) = _contents(made), _contents(seeded)
+    assert schema_seeded == schema_made, "MLflow's empty store changed: study/compat.py seed_tracking_store copies an old one"
+    default_made, default_seeded = (r.pop("experiments") for r in (rows_made, rows_seeded))
+    assert rows_seeded == rows_made  # the schema version, the default workspace, nothing else
+    with sqlite3.connect(seeded) as con:
+        (location, created), = con.execute("SELECT artifact_location, creation_time FROM experiments WHERE experiment_id = 0")
+    assert location == f"{root}/0" and abs(created / 1000 - time.time()) < 600
+    assert len(default_made) == len(default_seeded) == 1
+    # MLflow opens it without migrating and uses it as its own
+    client = MlflowClient(tracking_uri=f"sqlite:///{seeded}")
+    run = client.create_run(client.create_experiment("x", artifact_location=f"{root}/x")).info.run_id
+    client.log_metric(run, "fd", 1.5, step=3)
+    assert [m.value for m in client.get_metric_history(run, "fd")] == [1.5]
+
+
+def test_no_copy_where_the_cache_cannot_be_written(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder should be
+    db = tmp_path / "mlflow.db"
+    assert not seed_tracking_store(db, blocked / "cache", tmp_path.as_uri())
+    assert not db.exists()
