@@ -30,6 +30,8 @@ from .tracking import creation_race, retry
 __all__ = ["CurveLogger", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
 
 MAX_RUN_NAME = 120  # readable in the MLflow UI's run list (MLflow itself allows 250)
+MAX_EXPERIMENT_TAG = 20_000  # MLflow refuses a longer experiment tag value (the seeds spec with its claims is ~60k)
+SPEC_CUT = "# ... the rest: artifact spec.yaml of the study's parent run\n"
 MLFLOW_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 FLUSH_SECONDS = 30.0  # the longest the curves in MLflow lag behind training between evaluations
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +102,10 @@ def run_name(number: int, params: dict[str, Any]) -> str:
 def describe_experiment(client, experiment_id: str, description: str, spec_yaml: str) -> None:
     """Tags that make the MLflow UI fit a study: it opens on the training runs, and the
     experiment's page shows the study's description and spec."""
-    note = (description.strip() + "\n\n" if description.strip() else "") + "Spec:\n\n```yaml\n" + spec_yaml + "```\n"
+    head = (description.strip() + "\n\n" if description.strip() else "") + "Spec:\n\n```yaml\n"
+    cut = MAX_EXPERIMENT_TAG - len(head) - len(SPEC_CUT) - 4
+    shown = spec_yaml if len(spec_yaml) <= cut else spec_yaml[:cut].rsplit("\n", 1)[0] + "\n" + SPEC_CUT
+    note = head + shown + "```\n"
     for key, value in ((Tag.EXPERIMENT_KIND, "custom_model_development"), (Tag.NOTE, note), (Tag.SPEC, spec_yaml[:5000])):
         # Workers starting together set the same tags: on a tracking server backed by PostgreSQL
         # the loser's INSERT fails on the winner's row ("duplicate key"); set again, it updates.
