@@ -3,7 +3,7 @@
     python -m benchmarks.ab bf542d9 --batch 256 --steps 300 --rounds 4
     python -m benchmarks.ab a25dba3~1 --against a25dba3
 
-Loads ``gan/train.py`` as it was at the revision (the rest of ``gan`` from the working tree)
+Loads ``gan/loop.py`` (``gan/train.py`` before 2026-12-03) as it was at the revision (the rest of ``gan`` from the working tree)
 and times both on the same config in alternating rounds; prints each round and the best
 images/s of each with their ratio. This is how the gains listed in docs/performance.md for
 each change to the training loop were measured.
@@ -28,9 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def train_at(revision: str):
-    """``train`` from gan/train.py at ``revision``, importing the working tree's gan package."""
-    source = subprocess.run(["git", "show", f"{revision}:gan/train.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
+    """``train`` from gan/loop.py (earlier gan/train.py) at ``revision``, importing the working tree's gan package."""
+    for file in ("gan/loop.py", "gan/train.py"):
+        shown = subprocess.run(["git", "show", f"{revision}:{file}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"{revision} has neither gan/loop.py nor gan/train.py: {shown.stderr.strip()}")
+    source = shown.stdout
     source = source.replace("from .", "from gan.")
     name = "train_at_" + "".join(c if c.isalnum() else "_" for c in revision)
     path = Path(tempfile.mkdtemp()) / f"{name}.py"

@@ -10,14 +10,35 @@ import os
 # a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .checkpoint import Checkpoint, environment, load_checkpoint, save_checkpoint
-from .config import FIELDS, TrainConfig
-from .data import MNIST, load_mnist, resolve_data_dir
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GanStudyError
-from .models import build_models
-from .population import MEMBER_FIELDS, population_support, shape_key, train_population
-from .sampling import arithmetic_rows, generate, interpolate, interpolation_rows, latent_arithmetic
-from .train import RECORD_KEYS, EvalPoint, Records, TrainResult, train
+
+# The rest loads on first use (PEP 562), so `gan.errors` costs no torch import (2.5 s): the
+# CLI refuses bad input, and reads the stores, without it.
+_LAZY = {
+    "checkpoint": ("Checkpoint", "environment", "load_checkpoint", "save_checkpoint"),
+    "config": ("FIELDS", "TrainConfig"),
+    "data": ("MNIST", "load_mnist", "resolve_data_dir"),
+    "loop": ("RECORD_KEYS", "EvalPoint", "Records", "TrainResult", "train"),
+    "models": ("build_models",),
+    "population": ("MEMBER_FIELDS", "population_support", "shape_key", "train_population"),
+    "sampling": ("arithmetic_rows", "generate", "interpolate", "interpolation_rows", "latent_arithmetic"),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:  # a submodule (gan.metrics) or a typo: the import system takes over
+        raise AttributeError(f"module 'gan' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "FIELDS",

@@ -30,7 +30,7 @@ from .data import MNIST
 from .errors import ConfigError
 from .losses import gradient_penalty
 from .models import IMAGE_PIXELS, DCGANGenerator, build_models
-from .train import EvalPoint, Records, TrainResult, _optimizer, train_members
+from .loop import EvalPoint, Records, TrainResult, _optimizer, train_members
 
 __all__ = ["MEMBER_FIELDS", "population_support", "shape_key", "train_population"]
 

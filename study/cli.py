@@ -296,9 +296,10 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .names import check_name
+
+    check_name(args.study)  # before the imports (torch, MLflow: seconds)
     from .status import open_existing_study, status_table, trial_rows
 
-    check_name(args.study)
     stores = _stores(args)
     study = open_existing_study(stores, args.study)
     rows = trial_rows(study, stores)
