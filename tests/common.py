@@ -20,6 +20,7 @@ TINY = {
     "fixed": {"batch_size": 64},
     "space": {"lr_g": {"low": 1.0e-4, "high": 1.0e-3, "log": True}},
 }
+REPO = Path(__file__).resolve().parent.parent
 # One torch thread per process: on 2 shared cores, two threads per process spin against the
 # other processes and make tiny trials several times slower.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

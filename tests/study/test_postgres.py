@@ -12,18 +12,12 @@ Without PostgreSQL binaries the tests fail in CI (``CI`` set) and skip elsewhere
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -31,30 +25,17 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from benchmarks.servers import MlflowServer, PostgresServer, pg_bindir
+
 pytestmark = pytest.mark.slow  # a PostgreSQL server and worker processes
 
 HEARTBEAT = "2,30"  # seconds: a killed worker's trial is failed in 30 s, not the default 90; a busy live worker is not
 
 
-def _pg_bindir() -> Path | None:
-    """The folder of initdb, pg_ctl and createdb: Debian's versioned folder, else pg_ctl's on PATH."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    if candidates:
-        return Path(candidates[-1]).parent
-    found = shutil.which("pg_ctl")
-    return Path(found).resolve().parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on 127.0.0.1 with databases 'optuna' and 'mlflow'; its base URL."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None:
         message = "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql (.ci/run does)"
         if os.environ.get("CI"):
@@ -67,64 +48,22 @@ def postgres():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="gan-study-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("running as root needs the user 'postgres' to run PostgreSQL (the Debian package creates it)")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def pg(tool: str, *args: str) -> None:
-        done = subprocess.run([*as_owner, str(bindir / tool), *args], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{tool} failed: {done.stderr or done.stdout}"
-
-    pg("initdb", "-D", str(data), "-U", "gan", "--auth=trust", "-E", "UTF8", "--no-sync")
-    pg("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-       f"-h 127.0.0.1 -p {port} -k {root} -F -c max_connections=200", "start")
+    server = PostgresServer(bindir)
     try:
-        for db in ("optuna", "mlflow"):
-            pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "gan", db)
-        yield f"postgresql://gan:secret@127.0.0.1:{port}"
+        yield server.setup().url
     finally:
-        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """``mlflow server`` on the PostgreSQL database, proxying artifacts to a local folder."""
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
-    port = _free_port()
-    log = open(artifacts.parent / "mlflow-server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow", "--host", "127.0.0.1",
-         "--port", str(port), "--artifacts-destination", str(artifacts), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job-runner processes (GenAI jobs)
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(f"{postgres}/mlflow", artifacts, artifacts.parent / "mlflow-server.log")
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=5).read()
-                break
-            except OSError:
-                assert proc.poll() is None, (artifacts.parent / "mlflow-server.log").read_text()[-3000:]
-                assert time.time() < deadline, "the MLflow server did not start"
-                time.sleep(1)
-        yield uri, artifacts
+        yield server.start().uri, artifacts
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        server.stop()
 
 
 def _grid_spec(folder: Path, name: str, steps: int, every: int, space: dict) -> Path:
