@@ -171,7 +171,9 @@ def check(result: Soak, stores: Stores, folder: Path, env: dict[str, str]) -> No
         left = [t.number for t in trials if t.state == state]
         if left:
             result.problems.append(f"trials left {state.name}: {left}")
-    retries = collections.Counter(r.retry_of for r in records.values() if r.retry_of is not None)
+    # a second retry of one failure gives itself up as surplus before training (TrialRunner.claim): not a duplicate
+    retries = collections.Counter(r.retry_of for r in records.values() if r.retry_of is not None and not r.surplus)
+    surplus = sum(1 for r in records.values() if r.surplus)
     failed = [t for t in trials if t.state == TrialState.FAIL and t.params and records[t.number].retry_of is None and not records[t.number].surplus]
     lost = [t.number for t in failed if retries[t.number] == 0]
     twice = [t.number for t in failed if retries[t.number] > 1]
@@ -215,7 +217,9 @@ def check(result: Soak, stores: Stores, folder: Path, env: dict[str, str]) -> No
     report = subprocess.run([sys.executable, "-m", "study.cli", "report", name, "--format", "md"], cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     if report.returncode:
         result.problems.append(f"report failed: {report.stderr.strip()[-300:]}")
+    final = sum(1 for t in trials if t.state == TrialState.FAIL and records[t.number].retry_of is not None)
     result.figures = {"trials": len(trials), "complete": len(complete), "retries": sum(retries.values()),
+                      "retries failed (final: one retry per trial)": final, "surplus (given up before training)": surplus,
                       "lost": len(lost), "duplicated": len(twice), "mlflow runs": len(runs)}
 
 
