@@ -383,7 +383,7 @@ class TrialRunner:
     def record_failure(self, trial: optuna.Trial, exc: BaseException, run_ids: list[str]) -> None:
         reason = failure_reason(exc)
         with contextlib.suppress(Exception):  # the stores may be what failed
-            record.write(trial, reason=reason)
+            record.write(trial, reason=reason, **({"write_failed": True} if isinstance(exc, WriteError) else {}))
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracked = True
         for rid in run_ids:
