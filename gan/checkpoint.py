@@ -5,6 +5,7 @@ Files hold only tensors and plain values so they load with ``weights_only=True``
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import sys
@@ -72,7 +73,15 @@ def save_checkpoint(
         "meta": meta,
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    # Serialized in memory, written by Python: a full disk is then an OSError (ENOSPC, EFBIG)
+    # that names the cause, where torch's own file writer raises "unexpected pos 704 vs 598".
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        tmp.write_bytes(buffer.getbuffer())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half-written file left on a full disk
+        raise
     os.replace(tmp, path)
     return path
 

@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     # A scheduler's or `kill`'s SIGTERM stops a study as Ctrl-C does: the running trial is marked
     # failed in both stores now, instead of staying RUNNING until the next run reconciles it.
     signal.signal(signal.SIGTERM, _interrupt)
+    # A file-size limit (ulimit -f) fails the write with EFBIG, which the trial records, instead
+    # of killing the process unannounced (tests/study/test_faults.py).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     import logging
 
     # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.

@@ -45,6 +45,7 @@ from .record import Tag, TrialRecord
 from .runs import end_run, log_artifacts, log_metrics, run_name, source_tags, start_run
 from .spec import StudySpec
 from .training import EVAL_SEED, RunTraining, train_runs
+from .faults import WriteError, write_failure
 from .tracking import StoreError, Stores, mask_url, retry
 
 __all__ = ["Evaluation", "TrialRunner", "failure_reason", "load_evaluation"]
@@ -111,6 +112,8 @@ def failure_reason(exc: BaseException) -> str:
         return f"out of memory ({type(exc).__name__}: {first}); try a smaller batch_size or model, or a bigger GPU"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C or SIGTERM)"
+    if isinstance(exc, WriteError):  # already one line naming the file and the fix
+        return first
     return f"{type(exc).__name__}: {first}".strip().rstrip(":")
 
 
@@ -142,6 +145,8 @@ class TrialRunner:
         self.client = stores.mlflow()
         self.experiment_id = stores.experiment_id(study_name)
         self.evaluation = evaluation or load_evaluation(data_dir, resolve_device(device), spec.evaluator)
+        self.stop: WriteError | None = None
+        """Set when a trial failed to write a file (full disk, read-only folder): the worker stops."""
 
     # -- before training: is the trial needed, and what does it train? ---------------------------
     def give_up(self, trial: optuna.Trial, why: str) -> None:
@@ -241,6 +246,9 @@ class TrialRunner:
                     beats.enter_context(heartbeat(self.storage, companion))
                 self.run_cohort(cohort, run_ids, outcomes)
         except BaseException as exc:  # noqa: BLE001 - record, then let Optuna mark FAIL
+            exc = (write_failure(exc) or exc) if isinstance(exc, Exception) else exc
+            if isinstance(exc, WriteError):
+                self.stop = exc
             for t in cohort:
                 if t is trial or t.number not in outcomes:
                     self.record_failure(t, exc, run_ids[t.number])
@@ -375,7 +383,7 @@ class TrialRunner:
     def record_failure(self, trial: optuna.Trial, exc: BaseException, run_ids: list[str]) -> None:
         reason = failure_reason(exc)
         with contextlib.suppress(Exception):  # the stores may be what failed
-            record.write(trial, reason=reason)
+            record.write(trial, reason=reason, **({"write_failed": True} if isinstance(exc, WriteError) else {}))
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracked = True
         for rid in run_ids:

@@ -52,6 +52,9 @@ class TrialRecord:
     """The MLflow run id of the invocation that ran the trial (its effective spec is there)."""
     population: int | None = None
     """Repeats trained at once as one population (``gan.train_population``); 1: one at a time."""
+    write_failed: bool = False
+    """Failed because a file could not be written (a full disk, a read-only folder), no fault of
+    its configuration: the failure never takes a slot, and the configuration runs again."""
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:

@@ -5,6 +5,9 @@ through Optuna's heartbeat on RDB storages, through the worker's process id on t
 journal -- its MLflow runs are closed as KILLED and its configuration is retried once. A failed
 retry is final and takes the trial's slot, so a study (and a grid) always ends.
 
+A trial that failed to write a file (a full disk) is retried again however often, and never
+takes a slot: its configuration did nothing wrong, and each run stops at the first such failure.
+
 A failed trial's reason is always written before its state, so no reader sees a failure
 without its reason.
 """
@@ -37,7 +40,8 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialStat
 def will_retry(t: FrozenTrial) -> bool:
     """A failed trial whose configuration runs once more (an original failure, not a retry)."""
     record = TrialRecord.from_trial(t)
-    return t.state == TrialState.FAIL and bool(t.params) and record.retry_of is None and not record.surplus
+    return (t.state == TrialState.FAIL and bool(t.params) and (record.retry_of is None or record.write_failed)
+            and not record.surplus)
 
 
 def counts(t: FrozenTrial) -> bool:
@@ -51,7 +55,7 @@ def counts(t: FrozenTrial) -> bool:
         return False
     if t.state in COUNTED:
         return True
-    return t.state == TrialState.FAIL and record.retry_of is not None
+    return t.state == TrialState.FAIL and record.retry_of is not None and not record.write_failed
 
 
 def counted_trials(study: optuna.Study) -> int:

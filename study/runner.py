@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -144,6 +145,8 @@ def worker_loop(
                 finally:
                     meter.end()  # the cohort's outcome is in the storage now
                 free_memory()  # an out-of-memory trial leaves the next one a clean device
+                if runner.stop is not None:  # a full disk or read-only folder: every next trial would fail alike
+                    raise runner.stop
                 last = finished[-1] if finished else None
                 if last is None or last.state == TrialState.FAIL:
                     failures += 1
@@ -169,6 +172,7 @@ def worker_loop(
 
 def _worker_entry(spec: StudySpec, opts: RunOptions, parent_run_id: str | None, index: int, channel: Channel | None = None) -> None:
     _quiet_libraries()
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the CLI: a file-size limit is an error, not a kill
     try:
         worker_loop(spec, opts, parent_run_id, index, progress=False, meter=channel.meter(index) if channel else None)
     except KeyboardInterrupt:
@@ -189,6 +193,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
     check_limits(spec, opts.jobs, resolve_device(opts.device))
     stores = opts.stores
     stores.check()
+    stores.check_artifacts(opts.study_name)
     # Before the stores exist: a missing or corrupt dataset fails here, and an evaluator that
     # must be trained is trained once (worker processes then read it from the cache).
     evaluation = load_evaluation(opts.data_dir, resolve_device(opts.device), spec.evaluator)
@@ -218,9 +223,9 @@ def run_study(spec: StudySpec, opts: RunOptions) -> StudyOutcome:
               "budget": f"{spec.budget:g} {spec.budget_unit}", "repeats": spec.repeats, "jobs": opts.jobs,
               "storage": mask_url(stores.storage_url), "spec_hash": spec_hash(effective)}
     retry(lambda: client.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()]))
-    log_artifacts(client, parent, {"spec.yaml": lambda p: p.write_text(yaml.safe_dump(effective, sort_keys=False))})
     status = "FAILED"
     try:
+        log_artifacts(client, parent, {"spec.yaml": lambda p: p.write_text(yaml.safe_dump(effective, sort_keys=False))})
         if opts.jobs == 1:
             _run_in_process(spec, opts, parent, study, evaluation)
         else:

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, RunTag
 import gan
 
 from .record import Tag
+from .faults import write_failure
 from .tracking import creation_race, retry
 
 __all__ = ["CurveLogger", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
@@ -165,7 +166,13 @@ def log_artifacts(client, run_id: str, files: dict[str, Callable[[Path], None]])
     with tempfile.TemporaryDirectory() as tmp:
         for rel, write in files.items():
             local = Path(tmp) / rel
-            local.parent.mkdir(parents=True, exist_ok=True)
-            write(local)
+            try:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                write(local)
+            except Exception as exc:
+                raise write_failure(exc, f"the artifact {rel} in the temporary folder {tmp}") or exc
             parent = str(Path(rel).parent)
-            retry(lambda: client.log_artifact(run_id, str(local), None if parent == "." else parent))
+            try:
+                retry(lambda: client.log_artifact(run_id, str(local), None if parent == "." else parent))
+            except Exception as exc:
+                raise write_failure(exc, f"the artifact {rel} of MLflow run {run_id} into its artifact store") or exc

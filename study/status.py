@@ -19,6 +19,7 @@ def study_names(stores: Stores) -> tuple[Any, list[str]]:
     """The Optuna storage (read-only use) and the names of its studies; one line if unreadable."""
     if not stores.embedded:
         check_database(stores.storage_url, "Optuna storage", "--storage")
+    stores.check_files(writing=False)  # a truncated mlflow.db: one line here, not 'MISSING' runs later
     storage = stores.optuna_storage(heartbeat=False, create=False)
     try:
         return storage, optuna.get_all_study_names(storage)

@@ -119,6 +119,25 @@ class Stores:
             )
         if self.needs_workdir:
             check_writable(self.workdir)
+        self.check_files(writing=True)
+
+    def check_files(self, writing: bool) -> None:
+        """The embedded stores' files are whole (:func:`study.faults.check_store_files`)."""
+        from .faults import check_store_files
+
+        check_store_files(self, writing)
+
+    def check_artifacts(self, study_name: str) -> None:
+        """The embedded artifact folder, and the study's in it, can be written: a read-only one
+        is refused before anything is written (a later write failure stops the run instead)."""
+        if not (self.artifact_root or "").startswith("file:"):
+            return
+        root = Path(url2pathname(urlparse(self.artifact_root).path))
+        for folder in (root, root / study_name):
+            problem = writable_problem(folder)
+            if problem:
+                raise StoreError(f"cannot write the MLflow artifacts in {folder} ({problem}): make it writable "
+                                 "(chmod u+w), then run the same command again")
 
     def prepare(self) -> None:
         """Create the work folder where the embedded stores need it; a clear error if we can't."""
@@ -141,7 +160,11 @@ class Stores:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         if self.embedded:
-            return JournalStorage(JournalFileBackend(self.storage_url))
+            try:
+                return JournalStorage(JournalFileBackend(self.storage_url))
+            except ValueError as exc:  # a record that is not JSON before the last one: Optuna cannot replay it
+                raise StoreError(f"the Optuna journal {self.storage_url} is corrupt ({_first_line(exc)}): restore it from a "
+                                 "backup; gan-study never writes to it") from exc
         kwargs: dict[str, Any] = {}
         if self.storage_url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
