@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from .figures import _save, plt
+from .figures import _save, plt, themed
 from .verdicts import VERDICTS, Judgement
 
 __all__ = ["COLORS", "budget_columns", "verdict_grid"]
@@ -29,6 +29,7 @@ def budget_columns(judgements: list[Judgement]) -> list[tuple[str, float | None]
     return sorted(keys, key=lambda k: (k[0] != "epochs", k[1] is None, k[1] or 0.0))
 
 
+@themed
 def verdict_grid(judgements: list[Judgement], path: Path) -> Path | None:
     """Draw the grid; None when no claim was judged at any budget."""
     columns = budget_columns(judgements)
