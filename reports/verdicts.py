@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from study.claims import Claim, points_needed
+from study.claims import Claim
+from study.quantities import points_needed
 
 from .analysis import Factor, Level
 from .data import StudyData, TrialInfo
