@@ -11,7 +11,8 @@ import torch
 
 import gan
 from gan import metrics as gm
-from gan.evaluator import load_evaluator, resolve_cache_dir
+from gan.cache import resolve_cache_dir
+from gan.evaluator import load_evaluator
 from gan.losses import realness
 from gan.sampling import generate
 
