@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import gan
 from gan.config import resolve_device
-from study.objective import load_evaluation
+from study.evaluation import load_evaluation
 from study.runner import RunOptions, run_study
 from study.spec import StudySpec, load_spec
 from study.tracking import Stores

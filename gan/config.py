@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -24,10 +24,11 @@ Loss = Literal["ns", "minimax", "hinge", "lsgan", "wgan-gp"]
 Optimizer = Literal["adam", "rmsprop", "sgd"]
 Preset = Literal["default", "classic-mlp", "classic-dcgan"]
 
-ARCHS = ("mlp", "dcgan")
-PLACEMENTS = ("none", "d", "g", "both")
-LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan-gp")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
+# The choices of the typed fields, read from their Literal: one list to edit.
+ARCHS: tuple[Arch, ...] = get_args(Arch)
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
+LOSSES: tuple[Loss, ...] = get_args(Loss)
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 BUDGET_UNITS = ("steps", "epochs")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,13 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .cache import data_checksum, digest, read_cache, resolve_cache_dir, write_cache
 from .data import MNIST, load_mnist, resolve_data_dir
 from .errors import GanStudyError
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "GAN_STUDY_CACHE"
-DEFAULT_CACHE_DIR = "~/.cache/gan-study"
 CACHE_FILE = "evaluator.pt"
 # Bump when the network or its training changes in a way the fields below do not capture.
 VERSION = "mnist-cnn/2"
@@ -362,52 +360,3 @@ def _augment(images_u8: torch.Tensor, cfg: ClassifierConfig) -> torch.Tensor:
     x = images_u8.unsqueeze(1).float().div_(255)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False).mul_(2).sub_(1)
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir`` if given, else ``$GAN_STUDY_CACHE``, else ``~/.cache/gan-study``."""
-    return Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
-
-
-def data_checksum(split: MNIST) -> str:
-    h = hashlib.sha256()
-    h.update(split.images.cpu().contiguous().numpy().tobytes())
-    h.update(split.labels.cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def digest(*parts: Any) -> str:
-    """A cache key: the SHA-256 of the parts as canonical JSON."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def read_cache(path: Path, key: str) -> dict[str, Any] | None:
-    """The payload cached at ``path`` under ``key``; None (with a warning) if stale or corrupt."""
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types on damaged files; all mean "rebuild"
-        log.warning("cache file %s is corrupt (%s: %s); rebuilding it", path, type(exc).__name__, exc)
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
-        log.warning("cache file %s is corrupt (unexpected layout); rebuilding it", path)
-        return None
-    if data.get("key") != key:
-        log.warning("cache file %s is stale (other data, code or settings); rebuilding it", path)
-        return None
-    return data["payload"]
-
-
-def write_cache(path: Path, key: str, payload: dict[str, Any]) -> None:
-    """Save atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        torch.save({"key": key, "payload": payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from .data import load_mnist, resolve_data_dir
-from .evaluator import Evaluator, check_images, data_checksum, digest, read_cache, write_cache
+from .cache import data_checksum, digest, read_cache, write_cache
+from .evaluator import Evaluator, check_images
 
 log = logging.getLogger(__name__)
 

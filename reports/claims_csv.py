@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .inference import ALPHA, compare, compare_binary, decide, holm
+from .inference import ALPHA, VerdictKind, compare, compare_binary, decide, holm
 from .verdicts import TESTED, Judgement, Verdict
 
 __all__ = ["COLUMNS", "recompute", "rows_of", "write_claims_csv"]
@@ -37,7 +37,7 @@ def _num(x: float | int | None) -> str:
 
 
 def rows_of(judgements: Sequence[Judgement]) -> list[dict[str, str]]:
-    from study.claims import points_needed
+    from study.quantities import points_needed
 
     rows = []
     for j in judgements:
@@ -100,32 +100,32 @@ def recompute(path_or_rows: Path | list[dict[str, str]]) -> dict[tuple[str, str]
         if rs[0]["headline"] == "1" and verdict in TESTED and math.isfinite(min(p_s, p_c)):
             headline.append((key, verdict, p_s, p_c))
     for (key, verdict, p_s, p_c), adj in zip(headline, holm([min(p_s, p_c) for _, _, p_s, p_c in headline])):
-        side = "supported" if p_s <= p_c else "contradicted"
-        out[key] = (verdict, side if adj < ALPHA and verdict == side else "inconclusive")
+        side = VerdictKind.SUPPORTED if p_s <= p_c else VerdictKind.CONTRADICTED
+        out[key] = (verdict, side if adj < ALPHA and verdict == side else VerdictKind.INCONCLUSIVE)
     return out
 
 
-def _verdict(rs: list[dict[str, str]]) -> tuple[str, float, float]:
+def _verdict(rs: list[dict[str, str]]) -> tuple[VerdictKind, float, float]:
     first = rs[0]
     if not any(r["level"] for r in rs):  # no runs to read: not run, or no shared budget
-        return first["verdict"], math.nan, math.nan
+        return VerdictKind(first["verdict"]), math.nan, math.nan
     compared = first["compare"].split("|")
     runs = {lv: [r for r in rs if r["level"] == lv and r["role"] == "compared"] for lv in compared}
     need = int(first["min_points"]) if first["min_points"] else 1
     for lv, xs in runs.items():
         if not xs or min(int(x["points"]) for x in xs) < need or min(int(x["points"]) for x in xs) == 0:
-            return "unmeasurable", math.nan, math.nan
+            return VerdictKind.UNMEASURABLE, math.nan, math.nan
     if first["req_after"]:
         unit = first["req_after_unit"]
         at = _f(first["budget"]) if first["budget_unit"] == unit else max(_f(r["step"]) for r in rs) if unit == "steps" else math.inf
         if at < _f(first["req_after"]):
-            return "not reached", math.nan, math.nan
+            return VerdictKind.NOT_REACHED, math.nan, math.nan
     for lv in filter(None, first["req_levels"].split("|")):
         xs = [r for r in rs if r["level"] == lv]
         modes, kls = [_f(x["modes"]) for x in xs], [_f(x["kl_uniform"]) for x in xs]
         if not xs or (first["req_modes"] and not all(m >= _f(first["req_modes"]) for m in modes)) or \
                 (first["req_kl_uniform"] and not all(k <= _f(first["req_kl_uniform"]) for k in kls)):
-            return "not reached", math.nan, math.nan
+            return VerdictKind.NOT_REACHED, math.nan, math.nan
     vals = {lv: [(_f(x["measured"]), int(x["seed"])) for x in xs if x["measured"] != ""] for lv, xs in runs.items()}
     binary = first["quantity"].endswith(".explodes")
     relation, tol = first["relation"], _f(first["tolerance"]) if first["tolerance"] else None
@@ -146,7 +146,8 @@ def _verdict(rs: list[dict[str, str]]) -> tuple[str, float, float]:
         p_s = max((c.p_support for c in done), default=1.0) if len(done) == len(comps) else 1.0
         p_c = min(1.0, len(comps) * min((c.p_contra for c in done), default=1.0))
         raw = [decide(c.p_support, c.p_contra) for c in done]
-        return ("contradicted" if "contradicted" in raw else "supported" if p_s < ALPHA else "inconclusive"), p_s, p_c
+        return (VerdictKind.CONTRADICTED if VerdictKind.CONTRADICTED in raw
+                else VerdictKind.SUPPORTED if p_s < ALPHA else VerdictKind.INCONCLUSIVE), p_s, p_c
     c = one(None if len(compared) == 1 else compared[1], relation)
     p_s, p_c = (c.p_support, c.p_contra) if c is not None else (1.0, 1.0)
     return decide(p_s, p_c), p_s, p_c

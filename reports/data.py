@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from gan import metrics as gm
 from gan.errors import GanStudyError
 from gan.plots import compact_png
+from study.best import best_of
 from study.compat import metric_history_bulk
 from study.record import StudyAttrs, Tag, TrialRecord
 
@@ -145,16 +147,8 @@ class StudyData:
         return self.by_state("COMPLETE")
 
     def best_trial(self) -> TrialInfo | None:
-        """The best complete trial by the first objective (a Pareto trial for several objectives)."""
-        candidates = self.complete
-        if self.multi_objective:
-            pareto = {t.number for t in self.study.best_trials}
-            candidates = [t for t in candidates if t.number in pareto] or candidates
-        candidates = [t for t in candidates if t.values]
-        if not candidates:
-            return None
-        sign = 1 if self.primary[1] == "minimize" else -1
-        return min(candidates, key=lambda t: (sign * t.values[0], t.number))
+        """The best complete trial (:func:`study.best.best_of`, the one ``run`` registers)."""
+        return best_of(self.complete, [StudyDirection[direction.upper()] for _, direction in self.objectives])
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -34,7 +37,25 @@ CURVE_PANELS = (
     ("d_acc", "discriminator accuracy (fraction)"),
 )
 
-sns.set_theme(context="paper", style="whitegrid", font_scale=1.15)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def themed(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``draw`` in seaborn's 'paper' whitegrid theme, the importing program's rcParams back after it.
+
+    A context, not ``sns.set_theme`` at import: reports must not restyle the plots of a program
+    that imports it. ``color_codes=False`` leaves matplotlib's 'b', 'g', ... colours (global, not
+    rcParams) alone; no figure of reports names one.
+    """
+
+    @functools.wraps(draw)
+    def styled(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with plt.rc_context():
+            sns.set_theme(context="paper", style="whitegrid", font_scale=1.15, color_codes=False)
+            return draw(*args, **kwargs)
+
+    return styled
 
 
 def slug(text: str) -> str:
@@ -70,6 +91,7 @@ def binned_curves(curves: pd.DataFrame, trials: dict[int, str], bins: int = CURV
     return df.groupby(["level", "trial", "repeat", "key", "step_bin"], as_index=False, observed=True)["value"].mean()
 
 
+@themed
 def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path:
     """One row: G loss, D loss, D accuracy over training (mean, band ±1 sd over runs) and the final metric."""
     labels = [lv.label for lv in factor.levels]
@@ -120,6 +142,7 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
     return _save(fig, path)
 
 
+@themed
 def optimization_history(data: StudyData, path: Path) -> Path:
     """Objective value of each trial in trial order, with the best so far; pruned at their last report."""
     n_obj = len(data.objectives)
@@ -156,6 +179,7 @@ def optimization_history(data: StudyData, path: Path) -> Path:
     return _save(fig, path)
 
 
+@themed
 def importances(values: dict[str, dict[str, float]], path: Path) -> Path:
     """Horizontal bars of each objective's normalised parameter importances."""
     n = len(values)
@@ -173,6 +197,7 @@ def importances(values: dict[str, dict[str, float]], path: Path) -> Path:
     return _save(fig, path)
 
 
+@themed
 def pareto_front(data: StudyData, pareto: set[int], path: Path) -> Path:
     """The first two objectives of every complete trial; the Pareto-optimal ones joined."""
     (m0, d0), (m1, d1) = data.objectives[:2]
@@ -192,6 +217,7 @@ def pareto_front(data: StudyData, pareto: set[int], path: Path) -> Path:
     return _save(fig, path)
 
 
+@themed
 def intermediate_values(data: StudyData, path: Path) -> Path | None:
     """The objective at each evaluation of each trial (what the pruner sees), colored by state."""
     trials = [t for t in data.trials if len(t.intermediate) >= 1]
@@ -214,6 +240,7 @@ def intermediate_values(data: StudyData, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@themed
 def real_beside_generated(data: StudyData, generated: Path, path: Path) -> Path | None:
     """64 random MNIST test digits beside the best trial's fixed-noise grid, at the same scale."""
     from .pictures import mosaic, real_digits

@@ -8,18 +8,18 @@ from pathlib import Path
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from .figures import _save, plt
-from .verdicts import VERDICTS, Judgement
+from .figures import _save, plt, themed
+from .verdicts import VERDICTS, Judgement, VerdictKind
 
 __all__ = ["COLORS", "budget_columns", "verdict_grid"]
 
 COLORS = {
-    "supported": "#4c9a5b",
-    "contradicted": "#c44e52",
-    "inconclusive": "#e3c567",
-    "not reached": "#8da0cb",
-    "unmeasurable": "#b3b3b3",
-    "not run": "#ffffff",
+    VerdictKind.SUPPORTED: "#4c9a5b",
+    VerdictKind.CONTRADICTED: "#c44e52",
+    VerdictKind.INCONCLUSIVE: "#e3c567",
+    VerdictKind.NOT_REACHED: "#8da0cb",
+    VerdictKind.UNMEASURABLE: "#b3b3b3",
+    VerdictKind.NOT_RUN: "#ffffff",
 }
 
 
@@ -29,13 +29,14 @@ def budget_columns(judgements: list[Judgement]) -> list[tuple[str, float | None]
     return sorted(keys, key=lambda k: (k[0] != "epochs", k[1] is None, k[1] or 0.0))
 
 
+@themed
 def verdict_grid(judgements: list[Judgement], path: Path) -> Path | None:
     """Draw the grid; None when no claim was judged at any budget."""
     columns = budget_columns(judgements)
     if not columns:
         return None
     index = {k: i for i, k in enumerate(VERDICTS)}
-    grid = [[index["not run"]] * len(columns) for _ in judgements]
+    grid = [[index[VerdictKind.NOT_RUN]] * len(columns) for _ in judgements]
     col = {k: i for i, k in enumerate(columns)}
     for r, j in enumerate(judgements):
         for v in j.by_budget:
@@ -55,6 +56,6 @@ def verdict_grid(judgements: list[Judgement], path: Path) -> Path | None:
     ax.grid(which="minor", color="white", linewidth=0.6)
     ax.grid(which="major", visible=False)
     ax.tick_params(which="minor", length=0)
-    handles = [Patch(facecolor=COLORS[k], edgecolor="0.6", label=k if k != "not run" else "not run / not evaluated") for k in VERDICTS]
+    handles = [Patch(facecolor=COLORS[k], edgecolor="0.6", label=k if k != VerdictKind.NOT_RUN else "not run / not evaluated") for k in VERDICTS]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return _save(fig, path)

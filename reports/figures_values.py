@@ -16,7 +16,7 @@ from gan import metrics as gm
 
 from .analysis import Factor, Level
 from .data import StudyData
-from .figures import BASELINE_COLOR, _save, binned_curves, palette
+from .figures import BASELINE_COLOR, _save, binned_curves, palette, themed
 from .pictures import mosaic
 
 __all__ = ["class_counts", "class_histograms", "eval_curves", "level_colors", "level_pictures", "progress_strips", "sample_strips", "shares_table"]
@@ -57,6 +57,7 @@ def class_counts(level: Level) -> np.ndarray:
 
 
 # -- curves ---------------------------------------------------------------------------------------
+@themed
 def eval_curves(data: StudyData, factor: Factor, path: Path) -> Path | None:
     """D accuracy on real and on generated images over training, and FD at every evaluation.
 
@@ -121,6 +122,7 @@ def _strip_row(ax, images: np.ndarray, labels: list[int] | None, ncol: int) -> N
             ax.text(i * w + (w - 2) / 2, tile.shape[0] + 1, str(int(lab)), ha="center", va="top", fontsize=8)
 
 
+@themed
 def sample_strips(data: StudyData, factor: Factor, path: Path) -> tuple[Path | None, list[str]]:
     """20 final samples per value, predicted digit under each; the same noise in every row.
 
@@ -141,6 +143,7 @@ def sample_strips(data: StudyData, factor: Factor, path: Path) -> tuple[Path | N
     return _save(fig, path), missing
 
 
+@themed
 def progress_strips(data: StudyData, factor: Factor, path: Path) -> Path | None:
     """Fixed-noise samples at step 0, 25 %, 50 % and the end of training, one row per value."""
     shown = [(lv, p) for lv in factor.levels if (p := level_pictures(data, lv)) is not None and len(p[1].get("progress_steps", [])) > 0]
@@ -170,6 +173,7 @@ def progress_strips(data: StudyData, factor: Factor, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@themed
 def class_histograms(data: StudyData, factor: Factor, path: Path) -> Path | None:
     """Share of each predicted digit per value (all repeats pooled), small multiples on one scale,
     with the uniform share and the real-data histogram for reference."""

@@ -22,11 +22,12 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["ALPHA", "POWER", "Comparison", "clopper_pearson", "compare", "compare_binary", "decide", "fisher_one_sided",
+__all__ = ["ALPHA", "POWER", "Comparison", "VerdictKind", "clopper_pearson", "compare", "compare_binary", "decide", "fisher_one_sided",
            "holm", "mdd_binomial", "mdd_fisher", "mdd_t", "paired_seeds", "t_test"]
 
 ALPHA = 0.05
@@ -84,11 +85,23 @@ class Comparison:
         return min(self.p_support, self.p_contra)
 
 
-def decide(p_support: float, p_contra: float, alpha: float = ALPHA) -> str:
-    """'supported', 'contradicted' or 'inconclusive' from a comparison's two p-values."""
+class VerdictKind(StrEnum):
+    """A claim's verdict (see :mod:`reports.verdicts`); a ``str``, so it compares with and is
+    written as its text."""
+
+    SUPPORTED = "supported"
+    CONTRADICTED = "contradicted"
+    INCONCLUSIVE = "inconclusive"
+    NOT_REACHED = "not reached"
+    UNMEASURABLE = "unmeasurable"
+    NOT_RUN = "not run"
+
+
+def decide(p_support: float, p_contra: float, alpha: float = ALPHA) -> VerdictKind:
+    """Supported, contradicted or inconclusive from a comparison's two p-values."""
     if p_support < alpha:
-        return "supported"
-    return "contradicted" if p_contra < alpha else "inconclusive"
+        return VerdictKind.SUPPORTED
+    return VerdictKind.CONTRADICTED if p_contra < alpha else VerdictKind.INCONCLUSIVE
 
 
 # -- t-tests ------------------------------------------------------------------------------------

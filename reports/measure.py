@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from study.claims import N_TRAIN, Claim, points_needed, window_points
+from study.claims import N_TRAIN, Claim
+from study.quantities import points_needed, window_points
 
 from .analysis import Level
 from .data import StudyData, TrialInfo

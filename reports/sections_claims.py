@@ -16,12 +16,12 @@ from .doc import Block, Figure, Heading, Link, Table, Text
 from .figures_claims import budget_columns, verdict_grid
 from .inference import WHY, clopper_pearson
 from .stats import fmt
-from .verdicts import VERDICTS, Judgement, Verdict, judge_all
+from .verdicts import VERDICTS, Judgement, Verdict, VerdictKind, judge_all
 
 __all__ = ["ABBREVIATIONS", "claims_blocks", "counts_text"]
 
-ABBREVIATIONS = {"supported": "S", "contradicted": "C", "inconclusive": "I", "not reached": "NR", "unmeasurable": "U",
-                 "not run": "–"}
+ABBREVIATIONS = {VerdictKind.SUPPORTED: "S", VerdictKind.CONTRADICTED: "C", VerdictKind.INCONCLUSIVE: "I",
+                 VerdictKind.NOT_REACHED: "NR", VerdictKind.UNMEASURABLE: "U", VerdictKind.NOT_RUN: "–"}
 KIND_WORDS = {"observed": "observed", "cited": "cited advice", "intent": "stated intent", "extrapolation": "our extrapolation"}
 MAX_BUDGET_COLUMNS = 9
 

@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from . import analysis as an
 from .data import StudyData
 from .doc import Block, Figure, Heading, Table, Text
-from .figures import _save
+from .figures import _save, themed
 from .stats import fmt_estimate
 
 __all__ = ["search_blocks", "slice_plots", "top_two"]
@@ -32,6 +32,7 @@ def _log_scale(data: StudyData, name: str) -> bool:
     return False
 
 
+@themed
 def slice_plots(data: StudyData, params: list[str], path: Path) -> Path | None:
     """The first objective of every complete trial against each parameter (one panel each),
     colored by trial number so the sampler's drift shows."""
@@ -77,16 +78,17 @@ def slice_plots(data: StudyData, params: list[str], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@themed
 def top_two(data: StudyData, params: list[str], path: Path) -> tuple[Path | None, str]:
     """Optuna's contour plot of the two parameters (its parallel coordinates when one is
-    categorical); Optuna's ggplot style is kept inside this figure."""
+    categorical); Optuna's ggplot style, which it sets globally, ends with :func:`themed`'s context."""
     from optuna.visualization import matplotlib as ovm
 
     metric = data.primary[0]
     target = (lambda t: t.values[0]) if data.multi_objective else None
     numeric = all(_numeric([t.params[p] for t in data.complete if p in t.params]) for p in params)
     kind = "contour" if numeric else "parallel coordinates"
-    with plt.rc_context(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's matplotlib plots are 'experimental'
         try:
             if numeric:

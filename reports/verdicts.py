@@ -20,28 +20,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
-from study.claims import Claim, points_needed
+from study.claims import Claim
+from study.quantities import points_needed
 
 from .analysis import Factor, Level
 from .data import StudyData, TrialInfo
-from .inference import ALPHA, Comparison, compare, compare_binary, holm
+from .inference import ALPHA, Comparison, VerdictKind, compare, compare_binary, holm
 from .inference import decide as decide_p
 from .measure import Budget, Run, budgets_of, measure, metric_at, run_at, runs_of
 from .stats import Estimate, t_quantile
 
 __all__ = ["Interval", "Judgement", "RunValue", "Verdict", "VerdictKind", "VERDICTS", "decide", "judge", "judge_all",
            "apply_holm", "judge_at", "judge_claim", "measure_runs", "welch"]
-
-
-class VerdictKind(StrEnum):
-    SUPPORTED = "supported"
-    CONTRADICTED = "contradicted"
-    INCONCLUSIVE = "inconclusive"
-    NOT_REACHED = "not reached"
-    UNMEASURABLE = "unmeasurable"
-    NOT_RUN = "not run"
 
 
 VERDICTS = tuple(v.value for v in VerdictKind)
@@ -129,20 +120,21 @@ def welch(a: Sequence[float], b: Sequence[float] | float) -> Interval | None:
     return Interval(diff, diff - half, diff + half, df)
 
 
-def decide(relation: str, interval: Interval | None, tolerance: float | None = None) -> str:
+def decide(relation: str, interval: Interval | None, tolerance: float | None = None) -> VerdictKind:
     """The verdict of one comparison (A − B, or A − value) under ``relation`` (>, <, ≈)."""
+    supported, contradicted, inconclusive = VerdictKind.SUPPORTED, VerdictKind.CONTRADICTED, VerdictKind.INCONCLUSIVE
     if interval is None:
-        return "inconclusive"
+        return inconclusive
     low, high = interval.low, interval.high
     if relation == ">":
-        return "supported" if low > 0 else "contradicted" if high < 0 else "inconclusive"
+        return supported if low > 0 else contradicted if high < 0 else inconclusive
     if relation == "<":
-        return "supported" if high < 0 else "contradicted" if low > 0 else "inconclusive"
+        return supported if high < 0 else contradicted if low > 0 else inconclusive
     if relation == "≈":
         tol = tolerance or 0.0
         if -tol <= low and high <= tol:
-            return "supported"
-        return "contradicted" if low > tol or high < -tol else "inconclusive"
+            return supported
+        return contradicted if low > tol or high < -tol else inconclusive
     raise ValueError(f"unknown relation {relation!r}")
 
 
@@ -281,7 +273,8 @@ def _test(v: Verdict, compared: list[str], by_level: dict[str, list[RunValue]]) 
         p_support = max((c.p_support for c in done), default=1.0) if len(done) == len(comps) else 1.0
         p_contra = min(1.0, len(comps) * min((c.p_contra for c in done), default=1.0))  # Bonferroni within the claim
         raw = [decide_p(c.p_support, c.p_contra) for c in done]
-        verdict = ("contradicted" if "contradicted" in raw else "supported" if p_support < ALPHA else "inconclusive")
+        verdict = (VerdictKind.CONTRADICTED if VerdictKind.CONTRADICTED in raw
+                   else VerdictKind.SUPPORTED if p_support < ALPHA else VerdictKind.INCONCLUSIVE)
     else:
         key = f"{a} − {claim.value:g}" if len(compared) == 1 else f"{a} − {compared[1]}"
         comps = {key: one(float(claim.value) if len(compared) == 1 else compared[1], claim.relation)}
@@ -294,7 +287,7 @@ def _test(v: Verdict, compared: list[str], by_level: dict[str, list[RunValue]]) 
     censored = sum(x.censored for xs in by_level.values() for x in xs)
     if censored:
         notes.append(f"{censored} run(s) never got there by this step (counted at it)")
-    return replace(v, verdict=VerdictKind(verdict), intervals={k: c for k, c in comps.items() if c is not None},
+    return replace(v, verdict=verdict, intervals={k: c for k, c in comps.items() if c is not None},
                    note="; ".join(dict.fromkeys(notes)), p_support=p_support, p_contra=p_contra)
 
 

@@ -56,7 +56,7 @@ nothing on runs that have not learned. Where a precondition is unmet at a judged
 verdict is *not reached*, with the measured values, never *contradicted*. ``learned`` needs at
 least one of ``modes`` (digits covered, the registry's metric) and ``kl_uniform`` (at most).
 
-A statistic needs enough points of its curve up to the judged step (:data:`MIN_POINTS`:
+A statistic needs enough points of its curve up to the judged step (:data:`study.quantities.MIN_POINTS`:
 ``late_rise`` and ``steps_below`` need 4, ``explodes`` 10, ``end_sd`` and ``end_slope`` 3 in
 the window ...); with fewer the verdict is *unmeasurable*. :func:`claim_warnings` says so for
 a spec's schedule before anything trains.
@@ -72,17 +72,14 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from gan import metrics as gm
 from gan.errors import ConfigError
 
+from .quantities import check_quantity, points_needed, window_points
 from .space import SpecError, SweepPoint
 
-__all__ = ["CURVES", "Claim", "ClaimKind", "KINDS", "MIN_POINTS", "N_TRAIN", "RELATIONS", "Requirement", "STATS",
-           "claim_warnings", "parse_claims", "points_needed", "read_claims_file", "window_points"]
+__all__ = ["Claim", "ClaimKind", "KINDS", "N_TRAIN", "RELATIONS", "Requirement", "claim_warnings", "parse_claims",
+           "read_claims_file"]
 
-CURVES = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean", "fd")
-STATS = ("end_mean", "end_sd", "end_slope", "end_max", "end_resid_sd", "explodes", "late_rise", "fall",
-         "steps_below", "steps_above")
 RELATIONS = (">", "<", "≈", "lowest", "highest")
 ClaimKind = Literal["observed", "cited", "intent", "extrapolation"]
 KINDS: tuple[str, ...] = get_args(ClaimKind)
@@ -91,13 +88,6 @@ _KEYS = ("id", "source", "claim", "factor", "compare", "quantity", "relation", "
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 N_TRAIN = 60_000
 """MNIST training images: an epoch is ``N_TRAIN // real batch`` iterations (gan.TrainConfig)."""
-
-# The fewest points a statistic is measured on: of the window at the end (``end_*``), else of the
-# whole curve up to the judged step. Fewer, and the value is a property of the schedule, not of
-# training (late_rise on a start and an end is always 0): the verdict is unmeasurable.
-MIN_POINTS = {"end_mean": 1, "end_max": 1, "end_sd": 3, "end_slope": 3, "end_resid_sd": 4,
-              "explodes": 10, "late_rise": 4, "fall": 2, "steps_below": 4, "steps_above": 4}
-
 
 @dataclass(frozen=True)
 class Requirement:
@@ -336,48 +326,7 @@ def _number(entry: dict[str, Any], key: str, where: str) -> float | None:
     return float(value)
 
 
-def check_quantity(quantity: str, where: str) -> None:
-    """Raise SpecError unless ``quantity`` is one of the forms in the module docstring."""
-    finals = [m.name for m in gm.metrics_of("score", "run")]
-    if quantity in finals:
-        return
-    if quantity.startswith("share:"):
-        if quantity[6:] in [str(d) for d in range(10)]:
-            return
-        raise SpecError(f"{where}: share:D needs a digit 0-9, got {quantity!r}")
-    curve, _, stat = quantity.partition(".")
-    if curve in CURVES and stat:
-        name, _, arg = stat.partition(":")
-        if name in ("steps_below", "steps_above"):
-            try:
-                float(arg)
-                return
-            except ValueError:
-                raise SpecError(f"{where}: {name} needs a threshold, e.g. {curve}.{name}:0.5; got {quantity!r}") from None
-        if name in STATS and name not in ("steps_below", "steps_above") and not arg:
-            return
-    raise SpecError(f"{where}: unknown quantity {quantity!r}: use a final metric ({', '.join(finals)}), share:D, or "
-                    f"CURVE.STAT with CURVE one of {', '.join(CURVES)} and STAT one of {', '.join(STATS)}")
-
-
 # -- what a schedule can measure ----------------------------------------------------------------
-def points_needed(quantity: str) -> tuple[str, str, int] | None:
-    """(curve, statistic, fewest points) of a curve quantity; None for final metrics and shares."""
-    curve, _, stat = quantity.partition(".")
-    if not stat:
-        return None
-    name = stat.partition(":")[0]
-    return curve, name, MIN_POINTS[name]
-
-
-def window_points(stat: str, n: int, window: float) -> int:
-    """The points a statistic is measured on, of a curve of ``n`` points: the end window's for
-    ``end_*`` (the last ``window`` of them, one at least), else all of them."""
-    if n <= 0:
-        return 0
-    return max(1, round(window * n)) if stat.startswith("end_") else n
-
-
 def claim_warnings(spec: Any, n_train: int = N_TRAIN) -> list[str]:
     """Warnings for the claims a spec's budget and evaluation schedule cannot judge: a statistic
     with too few points of its curve at the full budget, a precondition's ``after`` beyond the

@@ -17,7 +17,8 @@ import torch
 
 from gan import metrics as gm
 from gan.data import load_mnist
-from gan.evaluator import Evaluator, load_evaluator, pinned_card, resolve_cache_dir
+from gan.cache import resolve_cache_dir
+from gan.evaluator import Evaluator, load_evaluator, pinned_card
 
 __all__ = ["STAND_IN_NOISE", "STAND_IN_SAMPLES", "agreement", "evaluator_command", "stand_in_images"]
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from gan.data import resolve_data_dir
 from gan.errors import DataError, GanStudyError
-from gan.evaluator import CACHE_ENV, CACHE_FILE, resolve_cache_dir
+from gan.cache import CACHE_ENV, resolve_cache_dir
+from gan.evaluator import CACHE_FILE
 
 from .limits import gpu_jobs_problem, jobs_problem, training_memory_problem
 from .names import inside

@@ -51,7 +51,8 @@ class TrialRecord:
     invocation: str | None = None
     """The MLflow run id of the invocation that ran the trial (its effective spec is there)."""
     population: int | None = None
-    """Repeats trained at once as one population (``gan.train_population``); 1: one at a time."""
+    """Runs trained at once in the population (``gan.train_population``) of the trial's first
+    repeat, other trials' runs included; 1: it trained alone."""
     write_failed: bool = False
     """Failed because a file could not be written (a full disk, a read-only folder), no fault of
     its configuration: the failure never takes a slot, and the configuration runs again."""

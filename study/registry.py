@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 import gan
 from gan.errors import GanStudyError
 
+from .best import best_of
 from .record import StudyAttrs, Tag, TrialRecord
 from .runs import fluent_mlflow
 from .tracking import Stores, retry
@@ -37,14 +38,8 @@ class NoTrialError(GanStudyError):
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial; with several objectives, the Pareto trial best on the first."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not complete:
-        return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    return min(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+    """The best complete trial (:func:`study.best.best_of`); None when no trial completed."""
+    return best_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), study.directions)
 
 
 def _checkpoint_generator(stores: Stores, run_id: str, folder: Path) -> torch.nn.Module:

@@ -29,8 +29,9 @@ from gan.config import resolve_device
 from gan.errors import GanStudyError
 
 from .enqueue import enqueue_once
+from .evaluation import Evaluation, load_evaluation
 from .names import check_name
-from .objective import Evaluation, TrialRunner, free_memory, load_evaluation
+from .objective import TrialRunner, free_memory
 from .preflight import check_limits
 from .record import Tag, TrialRecord
 from .progress import Channel, Meter, StudyProgress, is_tty, step

@@ -216,31 +216,32 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
         name = check_name(raw.get("name"), "name")
     except NameRuleError as exc:
         raise SpecError(f"{where}: {exc}") from exc
-    objectives = _objectives(raw.get("objective", "fd"))
-    # Option defaults are the StudySpec field defaults (one place for each).
-    sampler, sampler_opts = _named(raw.get("sampler", "tpe"), "sampler", SAMPLERS,
+    # Defaults are the StudySpec field defaults (one place for each).
+    objectives = _objectives(raw["objective"]) if "objective" in raw else StudySpec.objectives
+    sampler, sampler_opts = _named(raw.get("sampler", StudySpec.sampler), "sampler", SAMPLERS,
                                    {"seed": StudySpec.sampler_seed, "startup_trials": StudySpec.sampler_startup_trials})
     _only_for(raw, "sampler", "startup_trials", sampler, ("tpe", "cmaes"))
-    pruner, pruner_opts = _named(raw.get("pruner", "none"), "pruner", PRUNERS,
+    pruner, pruner_opts = _named(raw.get("pruner", StudySpec.pruner), "pruner", PRUNERS,
                                  {"warmup_evals": StudySpec.pruner_warmup_evals, "startup_trials": StudySpec.pruner_startup_trials})
     _only_for(raw, "pruner", "startup_trials", pruner, ("median",))
-    budget, unit = parse_budget(raw.get("budget", {"steps": 1000}))
+    budget, unit = parse_budget(raw.get("budget", {StudySpec.budget_unit: StudySpec.budget}))
     evaluation = _mapping(raw.get("evaluation", {}), "evaluation",
-                          {"every": 500, "samples": 2000, "final_samples": 10000, "evaluator": StudySpec.evaluator})
+                          {"every": StudySpec.eval_every, "samples": StudySpec.eval_samples,
+                           "final_samples": StudySpec.final_samples, "evaluator": StudySpec.evaluator})
     evaluator = evaluation.pop("evaluator")
     if evaluator not in SOURCES:
         raise SpecError(f"evaluation.evaluator must be one of {', '.join(SOURCES)} (pinned: the shipped weights, the same "
                         f"on every machine; retrained: the recipe trained here), got {evaluator!r}")
     for key, value in evaluation.items():
         _positive_int(f"evaluation.{key}", value)
-    trials = raw.get("trials", 10)
+    trials = raw.get("trials", StudySpec.trials)
     _positive_int("trials", trials)
-    repeats = raw.get("repeats", 1)
+    repeats = raw.get("repeats", StudySpec.repeats)
     _positive_int("repeats", repeats)
     population = raw.get("population", "auto")
     if population != "auto" and (not isinstance(population, int) or isinstance(population, bool) or population < 1):
         raise SpecError(f"population must be auto or an int >= 1, got population={population!r}")
-    seed = raw.get("seed", 0)
+    seed = raw.get("seed", StudySpec.seed)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise SpecError(f"seed must be an int >= 0, got seed={seed!r}")
     fixed = _fields(raw.get("fixed", {}) or {}, "fixed")
@@ -279,7 +280,7 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
                             "use sampler tpe or random, or remove the when")
     spec = StudySpec(
         name=name,
-        description=str(raw.get("description", "")),
+        description=str(raw.get("description", StudySpec.description)),
         objectives=objectives,
         sampler=sampler,
         sampler_seed=sampler_opts["seed"],

@@ -210,7 +210,7 @@ class Stores:
         try:
             with self.lock("mlflow-setup", when=self.tracking_uri.startswith("sqlite:")):
                 if self.embedded_tracking:  # a new store in seconds less (study.compat)
-                    from gan.evaluator import resolve_cache_dir
+                    from gan.cache import resolve_cache_dir
 
                     from .compat import seed_tracking_store
 

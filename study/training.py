@@ -25,7 +25,7 @@ from .spec import StudySpec
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from .objective import Evaluation
+    from .evaluation import Evaluation
 
 __all__ = ["EVAL_SEED", "MAX_CURVE_POINTS", "RunTraining", "progress_steps", "train_runs", "with_class_counts"]
 

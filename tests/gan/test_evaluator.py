@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from gan import evaluator as evaluator_module
+from gan.cache import read_cache, write_cache
 from gan.evaluator import (
     CACHE_FILE,
     FEATURES,
@@ -30,10 +31,8 @@ from gan.evaluator import (
     accuracy_and_loss,
     load_evaluator,
     pinned_card,
-    read_cache,
     recipe_key,
     weights_hash,
-    write_cache,
 )
 
 QUICK = ClassifierConfig(max_steps=40)  # a real training, ~2 s; its test accuracy is ~95 %
@@ -154,12 +153,12 @@ def test_training_is_deterministic(tmp_path):
 
 def _rebuilt(cache_dir, caplog, expected: str) -> Evaluator:
     """Load with a damaged cache: warns ``expected``, retrains, and leaves a valid cache."""
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         model = retrained(cache_dir)
     assert expected in caplog.text
     assert model.test_accuracy > 0.8  # a real training ran
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         again = retrained(cache_dir)
     assert caplog.text == "" and again.train_seconds == model.train_seconds  # read back, not retrained
     return model
@@ -176,7 +175,7 @@ def test_stale_cache_is_rebuilt(tmp_path, caplog, quick_cache):
     # A cache of the QUICK config is stale for another config (another key).
     folder, quick = quick_cache
     shutil.copy(folder / CACHE_FILE, tmp_path / CACHE_FILE)
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         model = retrained(tmp_path, ClassifierConfig(max_steps=41))
     assert "stale" in caplog.text and model.key != quick.key
 
@@ -200,7 +199,7 @@ def test_cache_without_test_loss_gains_it_without_retraining(tmp_path, caplog, q
     payload = read_cache(folder / CACHE_FILE, quick.key)
     old = {k: v for k, v in payload.items() if k != "test_loss"}
     write_cache(tmp_path / CACHE_FILE, quick.key, old)
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         model = retrained(tmp_path)
     assert caplog.text == ""  # neither stale nor corrupt
     assert model.card() == quick.card() | {"test_loss": pytest.approx(quick.test_loss, rel=1e-4)}

@@ -138,7 +138,7 @@ def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog)
     expected = real_stats(evaluator)
     shutil.copy(_stats_file(evaluator), tmp_path / _stats_file(evaluator).name)
     same = load_evaluator(cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         assert torch.equal(real_stats(same).features, expected.features)
     assert caplog.text == ""  # the same weights read the copied file
     other = load_evaluator(cache_dir=tmp_path)
@@ -148,7 +148,7 @@ def test_real_stats_of_other_weights_are_not_reused(evaluator, tmp_path, caplog)
     assert other.key == evaluator.key
     # A file of these weights' name but written for others (say, copied by hand) is stale.
     shutil.copy(_stats_file(evaluator), _stats_file(other))
-    with caplog.at_level(logging.WARNING, logger="gan.evaluator"):
+    with caplog.at_level(logging.WARNING, logger="gan"):
         stats = real_stats(other)
     assert "stale" in caplog.text
     assert stats.key != expected.key and not torch.equal(stats.features, expected.features)

@@ -206,7 +206,7 @@ class _Payload:
 
 def test_corrupt_or_foreign_checkpoints_and_caches_are_refused_or_rebuilt(tmp_path, monkeypatch, caplog):
     from gan import CheckpointError, load_checkpoint
-    from gan.evaluator import read_cache
+    from gan.cache import read_cache
 
     monkeypatch.chdir(tmp_path)
     truncated = tmp_path / "truncated.pt"
