@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     # A file-size limit (ulimit -f) fails the write with EFBIG, which the trial records, instead
     # of killing the process unannounced (tests/study/test_faults.py).
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # `kill -USR1 PID` prints every thread's stack to stderr: where a run that seems stuck is.
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     import logging
 
     # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.

@@ -60,7 +60,13 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
                 running = [t for t in trials if t.state.name == "RUNNING" and under_way in t.user_attrs]
                 if done >= after_complete and len(running) >= min_running:
                     os.killpg(proc.pid, sig)
-                    return [t.number for t in running], proc.wait(timeout=300)
+                    try:
+                        return [t.number for t in running], proc.wait(timeout=300)
+                    except subprocess.TimeoutExpired:  # stuck: its threads' stacks (the CLI's SIGUSR1), then fail
+                        os.kill(proc.pid, signal.SIGUSR1)
+                        time.sleep(5)
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        raise AssertionError(f"no exit 300 s after {sig.name}:\n{proc.communicate(timeout=60)[1][-6000:]}") from None
             time.sleep(0.2)
         raise AssertionError("no trial was running in time")
     finally:
