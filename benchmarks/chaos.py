@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import random
 import shutil
@@ -58,13 +59,18 @@ class Soak:
     figures: dict[str, int] = field(default_factory=dict)
 
 
+def grid_space(trials: int) -> dict[str, list[float]]:
+    """The grid for about ``trials`` points: 5 label values x trials/5 learning rates."""
+    grid = SPACES["grid"]
+    return {"lr_g": grid["lr_g"][: max(1, trials // 5)], "real_label": grid["real_label"]}
+
+
 def write_spec(folder: Path, name: str, kind: str, trials: int, steps: int) -> Path:
     spec = {"name": name, "objective": "fd", "budget": {"steps": steps},
             "evaluation": {"every": steps, "samples": 300, "final_samples": 300}, "fixed": {"batch_size": 64},
             "space": SPACES[kind]}
     if kind == "grid":
-        spec["sampler"] = "grid"
-        spec["space"] = {k: v[: max(1, trials // 5)] if k == "lr_g" else v for k, v in spec["space"].items()}
+        spec.update(sampler="grid", space=grid_space(trials))
     else:
         spec.update(sampler={"name": "random", "seed": 0}, trials=trials, repeats=2)
     path = folder / f"{name}.yaml"
@@ -180,7 +186,7 @@ def check(result: Soak, stores: Stores, folder: Path, env: dict[str, str]) -> No
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if result.kind == "grid":
         per_point = collections.Counter(tuple(sorted(t.params.items())) for t in complete)
-        points = len(SPACES["grid"]["lr_g"][: max(1, result.trials // 5)]) * len(SPACES["grid"]["real_label"])
+        points = math.prod(len(values) for values in grid_space(result.trials).values())
         lost += [f"point {p}" for p in range(points - len(per_point))]
         twice += [f"point {p} x{n}" for p, n in per_point.items() if n > 1]
     elif len(complete) + sum(1 for t in trials if t.state == TrialState.FAIL and records[t.number].retry_of is not None) < result.trials:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.request import url2pathname
 
-from .tracking import StoreError, Stores, _chain
+from .tracking import StoreError, Stores, exception_chain
 
 __all__ = ["WriteError", "check_store_files", "journal_torn", "settled", "sqlite_problem", "write_failure"]
 
@@ -39,7 +39,7 @@ WRITE_ERRNOS = {errno.ENOSPC: "no space left", errno.EFBIG: "file size limit", e
 def write_failure(exc: BaseException, what: str | None = None) -> WriteError | None:
     """``exc`` as a :class:`WriteError` naming ``what`` (or the file), when it is a write that
     failed for want of space or permission (also SQLite's 'database or disk is full'); else None."""
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, WriteError):
             return error
         full = "database or disk is full" in str(error)

@@ -127,12 +127,19 @@ class Stores:
 
         check_store_files(self, writing)
 
+    @property
+    def artifact_folder(self) -> Path | None:
+        """The embedded store's local artifact folder; None where a server or URL decides."""
+        if not (self.artifact_root or "").startswith("file:"):
+            return None
+        return Path(url2pathname(urlparse(self.artifact_root).path))
+
     def check_artifacts(self, study_name: str) -> None:
         """The embedded artifact folder, and the study's in it, can be written: a read-only one
         is refused before anything is written (a later write failure stops the run instead)."""
-        if not (self.artifact_root or "").startswith("file:"):
+        root = self.artifact_folder
+        if root is None:
             return
-        root = Path(url2pathname(urlparse(self.artifact_root).path))
         for folder in (root, root / study_name):
             problem = writable_problem(folder)
             if problem:
@@ -228,8 +235,8 @@ class Stores:
         location = None
         if self.artifact_root:
             location = f"{self.artifact_root}/{study_name}"
-            if self.artifact_root.startswith("file:"):  # the embedded store's folder: artifacts stay in it
-                root = Path(url2pathname(urlparse(self.artifact_root).path))
+            root = self.artifact_folder
+            if root is not None:  # the embedded store's folder: artifacts stay in it
                 refuse_links(self.workdir, root / study_name, "the MLflow artifact folder")
                 inside(root, root / study_name, "the MLflow artifact folder")
         try:
@@ -328,7 +335,7 @@ TRANSIENT_TEXT = re.compile(
 TRANSIENT_MLFLOW_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED")
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from or while handling (explicit cause first)."""
     out: list[BaseException] = []
     current: BaseException | None = exc
@@ -348,7 +355,7 @@ def is_transient(exc: BaseException) -> bool:
     """
     import sqlite3
 
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, PROGRAMMING_ERRORS):
             return False
         if isinstance(error, (ConnectionError, TimeoutError)):
@@ -391,7 +398,7 @@ def creation_race(exc: BaseException) -> bool:
     return is_transient(exc) or any(
         type(e).__name__ in ("IntegrityError", "ProgrammingError", "RestException")
         and re.search(r"already exists|duplicate key", str(e), re.IGNORECASE)
-        for e in _chain(exc)
+        for e in exception_chain(exc)
     )
 
 
