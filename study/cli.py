@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from .parser import build_parser
 
@@ -19,10 +18,6 @@ EXIT_FAILED = 1  # a runtime failure: every trial this invocation ran failed
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 STARTED = time.monotonic()  # the command's wall time counts from here (the summary of run)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     # Only now: importing gan loads torch (seconds), which --help and usage errors never need.
     from gan.errors import GanStudyError
 
+    from .interrupt import install
+
     # A scheduler's or `kill`'s SIGTERM stops a study as Ctrl-C does: the running trial is marked
     # failed in both stores now, instead of staying RUNNING until the next run reconciles it.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Neither cuts a store write in half (study.interrupt).
+    install(signal.SIGINT, signal.SIGTERM)
     # A file-size limit (ulimit -f) fails the write with EFBIG, which the trial records, instead
     # of killing the process unannounced (tests/study/test_faults.py).
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -30,6 +30,7 @@ from gan.errors import GanStudyError
 
 from .enqueue import enqueue_once
 from .evaluation import Evaluation, load_evaluation
+from .interrupt import install
 from .names import check_name
 from .objective import TrialRunner, free_memory
 from .preflight import check_limits
@@ -174,6 +175,7 @@ def worker_loop(
 def _worker_entry(spec: StudySpec, opts: RunOptions, parent_run_id: str | None, index: int, channel: Channel | None = None) -> None:
     _quiet_libraries()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as the CLI: a file-size limit is an error, not a kill
+    install(signal.SIGINT)  # as the CLI: Ctrl-C never cuts a store write in half
     try:
         worker_loop(spec, opts, parent_run_id, index, progress=False, meter=channel.meter(index) if channel else None)
     except KeyboardInterrupt:
