@@ -10,6 +10,8 @@ from pathlib import Path
 import optuna
 import yaml
 
+from tests import forkserver
+
 TINY = {
     "name": "tiny",
     "objective": "fd",
@@ -26,9 +28,15 @@ REPO = Path(__file__).resolve().parent.parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def gan_study(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **ONE_THREAD, **(env or {})})
+def gan_study(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600,
+              cold: bool = False) -> subprocess.CompletedProcess:
+    """``gan-study *args`` as a child process: forked from a warm interpreter (tests.forkserver),
+    or, with ``cold`` or a ``PYTHON*`` variable in ``env``, a fresh ``python -m study.cli``."""
+    env = {**os.environ, **ONE_THREAD, **(env or {})}
+    if not cold and not any(k.startswith("PYTHON") and v != os.environ.get(k) for k, v in env.items()):
+        return forkserver.run(list(args), cwd, env, timeout)
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def write_spec(folder: Path, name: str = "tiny", **changes) -> Path:

@@ -355,52 +355,15 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
-# One warm CLI process forks a child per case: each child is its own process with its own
-# folder, environment, stdout, stderr and exit code, running ``study.cli.main`` as
-# ``python -m study.cli`` does, without paying torch's import per case. A few cases also run
-# cold (``python -m study.cli``) to show that nothing on import writes to stderr.
-FORK_SERVER = r"""
-import json, os, sys
-import study.cli, gan, optuna, sqlalchemy, torchvision  # warm: what the cases import
-cases = json.load(sys.stdin)
-pending, codes = {}, {}
-def reap():
-    pid, status = os.wait()
-    codes[pending.pop(pid)] = os.waitstatus_to_exitcode(status)
-for index, (folder, argv, env) in enumerate(cases):
-    if len(pending) >= 4:
-        reap()
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(folder)
-        os.environ.update(env)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(os.open(os.path.join(folder, os.pardir, os.path.basename(folder) + "." + name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.stdout = os.fdopen(1, "w", buffering=1)
-        sys.stderr = os.fdopen(2, "w", buffering=1)
-        try:
-            code = study.cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)
-    pending[pid] = index
-while pending:
-    reap()
-print(json.dumps([codes[i] for i in range(len(cases))]))
-"""
+# Each case runs in a child forked from a warm CLI process (tests.forkserver): its own process,
+# folder, environment, stdout, stderr and exit code. A few cases also run cold
+# (``python -m study.cli``) to show that nothing on import writes to stderr.
 COLD = ("spec: unknown key", "data: truncated IDX", "store: postgres unreachable, password", "status: no such study")
 
 
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory):
     """Every case in its own folder; {name: (case, CompletedProcess, before, after)}."""
-    import json
-
     root = tmp_path_factory.mktemp("bad-input")
     folders, befores = {}, {}
     for index, case in enumerate(CASES):
@@ -411,22 +374,14 @@ def bad_input_results(tmp_path_factory):
         folders[case.name], befores[case.name] = folder, _snapshot(folder)
     started = time.monotonic()
     # Deadlines against hangs only: on a busy machine the table can take many times its usual minute.
-    served = subprocess.run(
-        [sys.executable, "-c", FORK_SERVER], input=json.dumps([[str(folders[c.name]), c.args, c.env] for c in CASES]),
-        capture_output=True, text=True, timeout=1200, env=os.environ.copy(),
-    )
-    assert served.returncode == 0, served.stderr
-    codes = json.loads(served.stdout.splitlines()[-1])
-    results = {}
-    for case, code in zip(CASES, codes):
-        folder = folders[case.name]
-        out = (folder.parent / f"{folder.name}.stdout").read_text()
-        err = (folder.parent / f"{folder.name}.stderr").read_text()
-        results[case.name] = (case, subprocess.CompletedProcess(case.args, code, out, err), befores[case.name], _snapshot(folder))
     cold = [c for c in CASES if c.name in COLD]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for case, result in zip(cold, pool.map(lambda c: gan_study(*c.args, cwd=folders[c.name], env=c.env, timeout=600), cold)):
-            results[f"{case.name} (cold)"] = (case, result, befores[case.name], _snapshot(folders[case.name]))
+    results = {}
+    # the cold runs after the warm ones: each sees its folder as the warm run left it
+    for names, cases, fresh in (([c.name for c in CASES], CASES, False), ([f"{c.name} (cold)" for c in cold], cold, True)):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            done = pool.map(lambda c: gan_study(*c.args, cwd=folders[c.name], env=c.env, timeout=600, cold=fresh), cases)
+            results.update({name: (case, result, befores[case.name], _snapshot(folders[case.name]))
+                            for name, case, result in zip(names, cases, done)})
     results["_seconds"] = time.monotonic() - started
     print(f"bad-input table: {len(CASES)} cases + {len(cold)} cold in {results['_seconds']:.1f} s")
     return results
