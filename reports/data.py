@@ -78,6 +78,8 @@ class TrialInfo:
     """The card of the evaluator that scored the trial."""
     population: int | None = None
     """Runs trained at once in the population this trial's runs were part of (1: alone)."""
+    retry_of: int | None = None
+    """The failed trial whose configuration this trial runs again."""
 
     @property
     def n_repeats(self) -> int:
@@ -252,6 +254,7 @@ def _trial_info(t: optuna.trial.FrozenTrial) -> TrialInfo:
         config=dict(rec.config),
         evaluator=rec.evaluator,
         population=rec.population,
+        retry_of=rec.retry_of,
     )
 
 

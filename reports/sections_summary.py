@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 
-from .data import StudyData, finite
+from .data import StudyData, TrialInfo, finite
 from .doc import Block, Bullets, Code, Heading, Table, Text
 
-__all__ = ["evaluator_rows", "evaluator_warning", "summary"]
+__all__ = ["evaluator_rows", "evaluator_warning", "summary", "trials_row"]
 
 
 def _duration(seconds: float | None) -> str:
@@ -18,6 +18,14 @@ def _duration(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.2f} h"
+
+
+def trials_row(trials: list[TrialInfo], target: str, states: str) -> str:
+    """How many trials ran against the study's target; retries of failed trials count apart,
+    since they run a configuration again rather than add one ("24 of 24", not "26 of 24")."""
+    retries = sum(t.retry_of is not None for t in trials)
+    again = f" and {retries} retr{'y' if retries == 1 else 'ies'} of failed ones" if retries else ""
+    return f"{len(trials) - retries}{f' of {target}' if target else ''}{again}: {states}"
 
 
 def summary(data: StudyData) -> list[Block]:
@@ -63,7 +71,7 @@ def summary(data: StudyData) -> list[Block]:
         ["budget", f"{spec.budget:g} {spec.budget_unit} per training run" if spec else inv.get("budget", "")],
         ["evaluation", f"every {spec.eval_every} steps on {spec.eval_samples:,} samples; final on {spec.final_samples:,}" if spec else ""],
         ["repeats", f"{data.repeats} seed{'s' * (data.repeats != 1)} per configuration" + ("; tables show mean ± 95 % t-interval" if data.repeats > 1 else "")],
-        ["trials", f"{len(data.trials)}{f' of {target}' if target else ''}: {states}"],
+        ["trials", trials_row(data.trials, target, states)],
         ["compute time", f"{_duration(sum(t.duration_s for t in ended))} in ended trials; {_duration(train)} of that training (all repeats)"
                          + ("; trials trained in one population overlap, so these sums exceed the wall clock" if overlap else "")],
         ["per trial", f"mean {_duration(statistics.fmean(complete_durations))}, median {_duration(statistics.median(complete_durations))} (complete trials)" if complete_durations else "—"],
