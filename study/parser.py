@@ -63,7 +63,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         default=os.environ.get(STORAGE_ENV) or None,
-        help=f"Optuna storage URL (default: ${STORAGE_ENV}, else <workdir>/optuna.journal), e.g. postgresql://user:pw@host/db; "
+        help=f"Optuna storage URL (default: ${STORAGE_ENV}, else <workdir>/optuna.journal), e.g. postgresql://user:pw@host/db, or grpc://HOST:PORT of an Optuna gRPC proxy; "
         "put a URL with a password in the variable to keep it off the command line",
     )
     p.add_argument(

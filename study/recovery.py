@@ -106,11 +106,12 @@ def dead_here(worker: dict[str, Any] | None) -> bool:
 
 def may_take_over(t: FrozenTrial, stores: Stores) -> bool:
     """A RUNNING trial this worker could fail and retry if its worker died: any trial with a
-    heartbeat (RDB); on the journal, one whose worker runs on this host (or has not started)."""
+    heartbeat (RDB); on the journal and the gRPC proxy, one whose worker runs on this host (or has
+    not started)."""
     record = TrialRecord.from_trial(t)
     if record.surplus:
         return False
-    if not stores.embedded:
+    if stores.heartbeats:
         return True
     return record.worker is None or record.worker.get("host") == socket.gethostname()
 
@@ -124,13 +125,13 @@ def stale_trials(study: optuna.Study, storage: BaseStorage, stores: Stores, tria
     """RUNNING trials whose worker is gone.
 
     RDB storages: Optuna's heartbeat (no sign of life for ``stores.grace_period`` seconds),
-    which works across machines. The journal file has no heartbeat: a trial whose worker
-    process on this host is gone (or that never got a worker in ``UNCLAIMED_SECONDS``).
+    which works across machines. The journal file and the gRPC proxy have no heartbeat: a trial
+    whose worker process on this host is gone (or that never got a worker in ``UNCLAIMED_SECONDS``).
     """
     running = [t for t in trials if t.state == TrialState.RUNNING]
     if not running:
         return []
-    if not stores.embedded:
+    if stores.heartbeats:
         stale = stale_trial_ids(storage, storage.get_study_id_from_name(study.study_name))
         return [t for t in running if _trial_id(storage, study, t.number) in stale]
     now = time.time()

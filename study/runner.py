@@ -162,10 +162,10 @@ def worker_loop(
             if not others:
                 return
             if not told and not opts.quiet:
-                wait = f"up to {opts.stores.grace_period} s without a heartbeat" if not opts.stores.embedded else "its process ends"
+                wait = f"up to {opts.stores.grace_period} s without a heartbeat" if opts.stores.heartbeats else "its process ends"
                 print(f"gan-study: waiting for {len(others)} running trial(s) of other workers (a dead worker's trial is retried after {wait})", file=sys.stderr, flush=True)
                 told = True
-            time.sleep(POLL_SECONDS if opts.stores.embedded else min(POLL_SECONDS, opts.stores.heartbeat_interval))
+            time.sleep(min(POLL_SECONDS, opts.stores.heartbeat_interval) if opts.stores.heartbeats else POLL_SECONDS)
     except KeyboardInterrupt:
         # However early in a trial the signal came, the trial is failed now with its reason.
         fail_trials_of_this_process(study, storage)

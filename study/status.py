@@ -10,15 +10,14 @@ import optuna
 from gan import metrics as gm
 
 from .record import TrialRecord
-from .tracking import StoreError, Stores, check_database, mask_url
+from .tracking import StoreError, Stores, mask_url
 
 __all__ = ["open_existing_study", "status_table", "study_names", "trial_rows"]
 
 
 def study_names(stores: Stores) -> tuple[Any, list[str]]:
     """The Optuna storage (read-only use) and the names of its studies; one line if unreadable."""
-    if not stores.embedded:
-        check_database(stores.storage_url, "Optuna storage", "--storage")
+    stores.check_storage()
     stores.check_files(writing=False)  # a truncated mlflow.db: one line here, not 'MISSING' runs later
     storage = stores.optuna_storage(heartbeat=False, create=False)
     try:

@@ -91,6 +91,17 @@ class Stores:
         return "://" not in self.storage_url
 
     @property
+    def proxied(self) -> bool:
+        """The storage is an Optuna gRPC proxy (:mod:`study.proxy`)."""
+        return self.storage_url.startswith("grpc://")
+
+    @property
+    def heartbeats(self) -> bool:
+        """A dead worker's trial is told by Optuna's heartbeat (RDB storages, any host); the
+        journal and the gRPC proxy have none: by its process id, on its own host."""
+        return not self.embedded and not self.proxied
+
+    @property
     def embedded_tracking(self) -> bool:
         """The tracking store is the work folder's own SQLite file."""
         return self.tracking_uri == f"sqlite:///{self.workdir / 'mlflow.db'}" and bool(self.artifact_root)
@@ -105,8 +116,7 @@ class Stores:
         The Optuna storage and the tracking store must answer (within a few seconds), and the
         work folder must be creatable where the embedded stores need it.
         """
-        if not self.embedded:
-            check_database(self.storage_url, "Optuna storage", "--storage")
+        self.check_storage()
         scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
         if scheme in ("http", "https"):
             check_server(self.tracking_uri)
@@ -120,6 +130,15 @@ class Stores:
         if self.needs_workdir:
             check_writable(self.workdir)
         self.check_files(writing=True)
+
+    def check_storage(self) -> None:
+        """A database or gRPC proxy storage answers (the journal file is checked by check_files)."""
+        if self.proxied:
+            from .proxy import check_proxy
+
+            check_proxy(self.storage_url)
+        elif not self.embedded:
+            check_database(self.storage_url, "Optuna storage", "--storage")
 
     def check_files(self, writing: bool) -> None:
         """The embedded stores' files are whole (:func:`study.faults.check_store_files`)."""
@@ -159,7 +178,8 @@ class Stores:
             raise StoreError(f"cannot write to the work folder {self.workdir} ({exc.strerror}): choose another with --workdir") from exc
 
     def optuna_storage(self, heartbeat: bool = True, create: bool = True):
-        """The Optuna storage: a journal file for a path, an RDB storage for a URL.
+        """The Optuna storage: a journal file for a path, Optuna's gRPC proxy for grpc://, an RDB
+        storage for another URL.
 
         ``create=False`` (read-only commands) leaves a database without Optuna's tables as it is.
         """
@@ -172,6 +192,10 @@ class Stores:
             except ValueError as exc:  # a record that is not JSON before the last one: Optuna cannot replay it
                 raise StoreError(f"the Optuna journal {self.storage_url} is corrupt ({_first_line(exc)}): restore it from a "
                                  "backup; gan-study never writes to it") from exc
+        if self.proxied:
+            from .proxy import open_proxy
+
+            return open_proxy(self.storage_url)
         kwargs: dict[str, Any] = {}
         if self.storage_url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
@@ -254,7 +278,8 @@ def check_database(url: str, what: str, option: str) -> None:
     if scheme not in RDB_SCHEMES:
         raise StoreError(
             f"the {what} URL {mask_url(url)} is not supported: use postgresql://USER:PASSWORD@HOST:PORT/DB, "
-            f"mysql://..., sqlite:///FILE, or leave {option} out for the embedded store"
+            f"mysql://..., sqlite:///FILE{', grpc://HOST:PORT (an Optuna gRPC proxy)' if option == '--storage' else ''}, "
+            f"or leave {option} out for the embedded store"
         )
     if scheme == "sqlite":
         return
@@ -332,6 +357,7 @@ TRANSIENT_TEXT = re.compile(
     r"|too many (?:5\d\d|429) error responses",
     re.IGNORECASE,
 )
+GRPC_TRANSIENT = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")  # the gRPC proxy restarting or busy
 TRANSIENT_MLFLOW_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED")
 
 
@@ -364,6 +390,8 @@ def is_transient(exc: BaseException) -> bool:
             return bool(TRANSIENT_TEXT.search(str(error)))
         name = f"{type(error).__module__}.{type(error).__name__}"
         if name.startswith("sqlalchemy.") and type(error).__name__ in ("OperationalError", "DisconnectionError", "TimeoutError"):
+            return True
+        if name.startswith("grpc.") and callable(getattr(error, "code", None)) and str(error.code()) in GRPC_TRANSIENT:
             return True
         if name.startswith("requests.") and type(error).__name__ in ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "RetryError"):
             return True

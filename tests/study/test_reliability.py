@@ -336,6 +336,9 @@ CASES = [
     Case("store: postgres unreachable, password", ["run", BAD, "--storage", f"postgresql://gan:hunter2@127.0.0.1:{_closed_port()}/optuna"],
          "postgresql://gan:***@127.0.0.1", _spec(), absent="hunter2"),
     Case("store: storage scheme unknown", ["run", BAD, "--storage", "redis://127.0.0.1/0"], "is not supported", _spec()),
+    Case("store: grpc URL without a port", ["run", BAD, "--storage", "grpc://10.0.0.5"], "write grpc://HOST:PORT", _spec()),
+    Case("store: grpc proxy unreachable", ["run", BAD, "--storage", f"grpc://127.0.0.1:{_closed_port()}"],
+         "cannot reach the Optuna gRPC proxy", _spec()),
     Case("store: tracking server unreachable", ["run", BAD, "--tracking-uri", f"http://127.0.0.1:{_closed_port()}"],
          "cannot reach the MLflow tracking server", _spec()),
     Case("store: heartbeat setting", ["run", BAD], "GAN_STUDY_HEARTBEAT='often' is invalid", _spec(), {"GAN_STUDY_HEARTBEAT": "often"}),
@@ -343,6 +346,8 @@ CASES = [
     Case("status: no studies yet", ["status", "nope"], "there are no studies in"),
     Case("status: postgres unreachable", ["status", "nope", "--storage", f"postgresql://gan:hunter2@127.0.0.1:{_closed_port()}/optuna"],
          "cannot reach the Optuna storage", absent="hunter2"),
+    Case("status: grpc proxy unreachable", ["status", "nope", "--storage", f"grpc://127.0.0.1:{_closed_port()}"],
+         "cannot reach the Optuna gRPC proxy"),
     Case("report: no such study", ["report", "nope"], "no study 'nope' in", _existing_study),
 ]
 if torch.cuda.is_available():
