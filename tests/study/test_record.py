@@ -26,7 +26,7 @@ def test_the_record_round_trips_through_optuna_and_refuses_unknown_fields():
 
 
 def test_the_registry_knows_every_training_record_and_every_direction():
-    from gan.loop import RECORD_KEYS
+    from gan.records import RECORD_KEYS
 
     assert set(RECORD_KEYS) <= {m.name for m in gm.metrics_of("curve")}
     for m in gm.METRICS.values():
