@@ -21,7 +21,7 @@ _LAZY = {
     "loop": ("EvalPoint", "TrainResult", "train"),
     "models": ("build_models",),
     "population": ("MEMBER_FIELDS", "population_support", "shape_key", "train_population"),
-    "records": ("RECORD_KEYS", "Records"),
+    "records": ("Records",),
     "sampling": ("arithmetic_rows", "generate", "interpolate", "interpolation_rows", "latent_arithmetic"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
@@ -45,7 +45,6 @@ __all__ = [
     "FIELDS",
     "MEMBER_FIELDS",
     "MNIST",
-    "RECORD_KEYS",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",

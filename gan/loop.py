@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .losses import d_loss, g_loss
 from .members import Members, Solo
 from .models import draw_noise
-from .records import RECORD_KEYS, Records, StepRecords, divergence
+from .records import Records, StepRecords, divergence
 
 __all__ = ["FIXED_NOISE", "EvalPoint", "TrainResult", "train", "train_members"]
 
@@ -139,7 +139,7 @@ class _Loop:
         self.bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
         self.records = StepRecords(cfg)
-        self.history: list[dict[str, list[float]]] = [{key: [] for key in RECORD_KEYS} for _ in configs]
+        self.history: list[dict[str, list[float]]] = [{key: [] for key in self.records.names} for _ in configs]
         self.errors: list[BaseException | None] = [None] * len(configs)
         self.block_start, self.train_seconds, self.eval_seconds = time.perf_counter(), 0.0, 0.0
 
@@ -226,11 +226,11 @@ class _Loop:
         first = step - filled + 1
         for row, member in enumerate(self.rows):
             mine = block[:, row]
-            diverged = divergence(mine, first, self.bound)
+            diverged = divergence(mine, self.records.names, first, self.bound)
             if diverged is not None:
                 self.errors[member] = diverged  # it leaves the batch before the next step
                 continue
-            values = {key: mine[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
+            values = {key: mine[:, i].tolist() for i, key in enumerate(self.records.names)}
             for key, v in values.items():
                 self.history[member][key].extend(v)
             if self.on_records is not None:
