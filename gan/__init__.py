@@ -18,9 +18,10 @@ _LAZY = {
     "checkpoint": ("Checkpoint", "environment", "load_checkpoint", "save_checkpoint"),
     "config": ("FIELDS", "TrainConfig"),
     "data": ("MNIST", "load_mnist", "resolve_data_dir"),
-    "loop": ("RECORD_KEYS", "EvalPoint", "Records", "TrainResult", "train"),
+    "loop": ("EvalPoint", "TrainResult", "train"),
     "models": ("build_models",),
     "population": ("MEMBER_FIELDS", "population_support", "shape_key", "train_population"),
+    "records": ("Records",),
     "sampling": ("arithmetic_rows", "generate", "interpolate", "interpolation_rows", "latent_arithmetic"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
@@ -44,7 +45,6 @@ __all__ = [
     "FIELDS",
     "MEMBER_FIELDS",
     "MNIST",
-    "RECORD_KEYS",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",

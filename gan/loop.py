@@ -1,43 +1,33 @@
-"""The training loop: d_steps D updates, then g_steps G updates, per iteration, for one GAN
-(``train``) or K of one shape in lockstep (``gan.population``): the same loop over K members.
+"""The training loop of Goodfellow et al. (2014), Algorithm 1, for one GAN (``train``) or K of
+one shape in lockstep (``gan.population``): the same loop over K members (``gan.members``).
 
-Per-step records stay on the device and reach the host once every ``records_every`` steps,
-so the hot loop has no host sync. docs/performance.md explains each speed choice with its
-measured gain (``python -m benchmarks.throughput``).
+Per-step records stay on the device and reach the host once every ``records_every`` steps
+(``gan.records``), so the hot loop has no host sync. docs/performance.md explains each speed
+choice with its measured gain (``python -m benchmarks.throughput``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import MNIST, SCALINGS
-from .errors import ConfigError, DivergenceError
-from .losses import d_loss, d_output_mean, g_loss, gradient_penalty, realness
-from .models import build_models, draw_noise
+from .data import MNIST
+from .draws import Draws
+from .errors import ConfigError
+from .losses import d_loss, g_loss
+from .members import Members, Solo
+from .models import draw_noise
+from .records import Records, StepRecords, divergence
 
-RECORD_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean")
+__all__ = ["FIXED_NOISE", "EvalPoint", "TrainResult", "train", "train_members"]
+
 FIXED_NOISE = 64  # images in every evaluation grid
-
-
-@dataclass(frozen=True)
-class Records:
-    """A block of per-step records, as the host sees them every ``records_every`` steps."""
-
-    steps: list[int]
-    values: dict[str, list[float]]
-    images_per_sec: float
-    """Real training images consumed per second over this block."""
-    seconds: float
-    """Training time so far (evaluation callbacks excluded)."""
 
 
 @dataclass(frozen=True)
@@ -67,94 +57,6 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
-    # fused: one kernel per optimizer step for all parameters (CPU and CUDA), about 3x faster
-    # than foreach on CPU; RMSprop has no fused kernel, foreach is its fast path on CUDA.
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, foreach=True)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, fused=True)
-
-
-class Members(Protocol):
-    """K GANs as the loop trains them: one batched G and D over a leading member dimension.
-
-    ``train`` has one member (:class:`_Solo`, the config's own modules); ``gan.population``
-    batches K of one shape. Optimizers need only ``zero_grad()`` and ``step()``.
-    """
-
-    image_shape: tuple[int, ...]
-    """One image as G draws it and D reads it."""
-    critic: nn.Module
-    """D's parameters' owner (frozen during G's update)."""
-    opt_g: Any
-    opt_d: Any
-
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """(K, B, latent) noise -> (K, B, *image_shape) images in the data's range."""
-
-    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, N, *image_shape) images -> (K, N) raw outputs."""
-
-    def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """WGAN-GP's gradient penalty (K,) on (K, B, *image_shape) real and fake images."""
-
-    def keep(self, members: list[int]) -> None:
-        """Only ``members`` (indices into the configs, in order) train on: the others stopped."""
-
-    def average(self, weight: float) -> None:
-        """Move the average of G's weights (``g_ema``) ``weight`` of the way to the current ones."""
-
-    def member(self, k: int) -> tuple[nn.Module, nn.Module]:
-        """Member k's own G (its average under ``g_ema``) and D with their current weights, as
-        callbacks and results see them."""
-
-
-class _Solo:
-    """One GAN as a population of one: the config's own modules (compiled when asked) and optimizers."""
-
-    image_shape = (1, 28, 28)
-
-    def __init__(self, configs: Sequence[TrainConfig], device: torch.device):
-        (cfg,) = configs
-        torch.manual_seed(cfg.seed)  # weights and dropout masks
-        G, D = build_models(cfg)
-        self.G, self.D, self.critic = G.to(device).train(), D.to(device).train(), D
-        # D is shown G's images in the data's range (G.raw); callbacks get G itself, whose
-        # forward maps them to [-1, 1] for scoring.
-        self.g_run, self.d_run = (torch.compile(G.raw), torch.compile(D)) if cfg.compile else (G.raw, D)
-        self.opt_g = _optimizer(cfg, G.parameters(), cfg.lr_g)
-        self.opt_d = _optimizer(cfg, D.parameters(), cfg.lr_d)
-        self.G_avg = copy.deepcopy(G) if cfg.g_ema else None
-
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.g_run(z[0]).unsqueeze(0)
-
-    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.d_run(x[0]).unsqueeze(0)
-
-    def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        alpha = torch.rand(real.shape[1], 1, 1, 1, device=real.device)  # from the global RNG, as dropout's masks
-        return gradient_penalty(self.D, real[0], fake[0], alpha).unsqueeze(0)  # double backward: uncompiled D
-
-    def keep(self, members: list[int]) -> None:
-        raise AssertionError("a population of one ends when its member stops")
-
-    @torch.no_grad()
-    def average(self, weight: float) -> None:
-        for avg, now in zip(self.G_avg.parameters(), self.G.parameters(), strict=True):
-            avg.lerp_(now, weight)
-
-    @torch.no_grad()
-    def member(self, k: int) -> tuple[nn.Module, nn.Module]:
-        if self.G_avg is None:
-            return self.G, self.D
-        for avg, now in zip(self.G_avg.buffers(), self.G.buffers(), strict=True):
-            avg.copy_(now)  # batch-norm statistics and spectral-norm vectors are G's own
-        return self.G_avg, self.D
-
-
 def train(
     cfg: TrainConfig,
     data: MNIST,
@@ -174,7 +76,7 @@ def train(
     :class:`DivergenceError` with the first bad step.
     """
     (result,) = train_members(
-        [cfg], data, _Solo,
+        [cfg], data, Solo,
         on_records=None if on_records is None else lambda _, records: on_records(records),
         records_every=records_every,
         on_eval=None if on_eval is None else lambda _, point: on_eval(point),
@@ -202,182 +104,192 @@ def train_members(
     :class:`DivergenceError`, or one of ``stop_on`` from its callback); the configs share every
     shape field, so ``configs[0]`` stands for all of them in those."""
     _check_schedule(records_every, eval_every)
-    cfg, K = configs[0], len(configs)
-    device = cfg.resolved_device()
-    B, latent = cfg.real_batch, cfg.latent_dim  # real images per D update, and as many fakes
-    if len(data) < B:
-        raise ConfigError(f"batch_size={cfg.batch_size} takes {B} real images, more than the {len(data)} training images")
-    data = data.to(device)
-    n_batches = len(data) // B
-    total = cfg.total_steps(len(data))
+    loop = _Loop(configs, data, build, on_records, records_every, on_eval, stop_on)
+    return loop.run(_eval_steps(loop.total, on_eval, eval_every, eval_at))
 
-    nets = build(configs, device)
-    rngs = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]  # noise and batch order
-    fixed_noise = [
-        draw_noise(c.noise, FIXED_NOISE, latent, generator=torch.Generator().manual_seed(c.seed)).to(device)
-        for c in configs
-    ]
-    real_label = torch.tensor([float(c.real_label) for c in configs], device=device).unsqueeze(1)  # (K, 1)
-    gp_weight = torch.tensor([c.gp_weight for c in configs], device=device)
-    each = torch.ones(K, device=device)  # d(total loss)/d(member's loss): members share no weights
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
-    # D's input is one buffer: each member's real batch is written into its first half and the
-    # fakes are copied into its second half, so no torch.cat of both is built per step.
-    pair = torch.empty(K, 2 * B, *nets.image_shape, device=device)
-    real, fake_slot = pair[:, :B], pair[:, B:]
-    divisor, offset = SCALINGS[cfg.data_scaling]
-    orders: list[torch.Tensor] = []
-    cursor = n_batches  # forces a fresh permutation on the first batch
+class _Loop:
+    """One training run of K members: their state, one method per part of a step."""
 
-    def next_real() -> torch.Tensor:
-        nonlocal orders, cursor
-        if cursor == n_batches:  # a new epoch: each member reshuffles on the device
-            orders, cursor = [torch.randperm(len(data), generator=r, device=device) for r in rngs], 0
-        idx = torch.cat([o[cursor * B : (cursor + 1) * B] for o in orders])
-        cursor += 1
-        # scale(data.images[idx], cfg.data_scaling), bit for bit, written in place:
-        # index_select is much faster than images[idx] on the CPU.
-        images = data.images.index_select(0, idx).view(real.shape)
-        return real.copy_(images).div_(divisor).sub_(offset)
+    def __init__(self, configs: Sequence[TrainConfig], data: MNIST,
+                 build: Callable[[Sequence[TrainConfig], torch.device], Members],
+                 on_records: Callable[[int, Records], None] | None, records_every: int,
+                 on_eval: Callable[[int, EvalPoint], None] | None, stop_on: tuple[type[BaseException], ...]):
+        cfg = self.cfg = configs[0]
+        self.configs, self.device = configs, cfg.resolved_device()
+        self.B = cfg.real_batch  # real images per D update, and as many fakes
+        if len(data) < self.B:
+            raise ConfigError(f"batch_size={cfg.batch_size} takes {self.B} real images, more than the {len(data)} training images")
+        data = data.to(self.device)
+        self.total = cfg.total_steps(len(data))
+        self.on_records, self.records_every, self.on_eval, self.stop_on = on_records, records_every, on_eval, stop_on
 
-    def noise() -> torch.Tensor:
-        return torch.stack([draw_noise(cfg.noise, B, latent, generator=r, device=device) for r in rngs])
+        self.nets = build(configs, self.device)
+        self.draws = Draws(configs, data, self.nets.image_shape, self.device)
+        self.fixed_noise = [
+            draw_noise(c.noise, FIXED_NOISE, cfg.latent_dim, generator=torch.Generator().manual_seed(c.seed)).to(self.device)
+            for c in configs
+        ]
+        # One row per member in the batch, in its order (self.rows); a stopped member leaves it.
+        self.rows = list(range(len(configs)))
+        self.real_label = torch.tensor([float(c.real_label) for c in configs], device=self.device).unsqueeze(1)  # (K, 1)
+        self.gp_weight = torch.tensor([c.gp_weight for c in configs], device=self.device)
+        self.each = torch.ones(len(configs), device=self.device)  # d(total loss)/d(member's loss): members share no weights
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        self.bound = float("inf") if cfg.loss_bound is None else cfg.loss_bound
 
-    # Per step only references are kept (no extra kernels); the records are computed for a
-    # whole block at once when it reaches the host.
-    step_losses: list[torch.Tensor] = []  # (K, 2): each member's g_loss and d_loss
-    step_outs: list[torch.Tensor] = []  # (K, 2B): D's raw outputs on the last D step's real and fake images
-    history: list[dict[str, list[float]]] = [{key: [] for key in RECORD_KEYS} for _ in configs]
-    errors: list[BaseException | None] = [None] * K
-    rows = list(range(K))  # the members in the batch, in its order; a stopped one leaves it
-    block_start, train_seconds, eval_seconds = time.perf_counter(), 0.0, 0.0
-    evals = _eval_steps(total, on_eval, eval_every, eval_at)
+        self.records = StepRecords(cfg)
+        self.history: list[dict[str, list[float]]] = [{key: [] for key in self.records.names} for _ in configs]
+        self.errors: list[BaseException | None] = [None] * len(configs)
+        self.block_start, self.train_seconds, self.eval_seconds = time.perf_counter(), 0.0, 0.0
 
-    def live() -> list[int]:
-        return [k for k in range(K) if errors[k] is None]
+    def run(self, evals: set[int]) -> list[TrainResult | BaseException]:
+        """Goodfellow et al. (2014), Algorithm 1, for K members at once::
 
-    def stop(k: int, why: BaseException) -> None:
-        errors[k] = why  # it leaves the batch before the next step; the others go on
+            for number of training iterations do
+                for k steps do
+                    Sample minibatch of m noise samples {z(1), ..., z(m)} from noise prior pg(z).
+                    Sample minibatch of m examples {x(1), ..., x(m)} from data generating distribution pdata(x).
+                    Update the discriminator by ascending its stochastic gradient:
+                        grad_thetad 1/m sum_i [log D(x(i)) + log(1 - D(G(z(i))))].
+                end for
+                Sample minibatch of m noise samples {z(1), ..., z(m)} from noise prior pg(z).
+                Update the generator by descending its stochastic gradient:
+                    grad_thetag 1/m sum_i log(1 - D(G(z(i)))).
+            end for
 
-    def shrink() -> None:
-        """The stopped members leave the batch, and their rows with them."""
-        nonlocal rows, rngs, orders, real_label, gp_weight, each, pair, real, fake_slot
-        assert not step_losses, "members stop only where a block ends"
-        keep = [i for i, k in enumerate(rows) if errors[k] is None]
-        rows = [rows[i] for i in keep]
-        nets.keep(rows)
-        rngs, orders = [rngs[i] for i in keep], [orders[i] for i in keep] if orders else orders
-        real_label, gp_weight, each, pair = real_label[keep], gp_weight[keep], each[keep], pair[keep]
-        real, fake_slot = pair[:, :B], pair[:, B:]
-
-    @contextlib.contextmanager
-    def stopping(k: int) -> Iterator[None]:
-        try:
-            yield
-        except stop_on as exc:
-            stop(k, exc)
-
-    def flush(step: int) -> None:
-        nonlocal block_start, train_seconds
-        filled = len(step_losses)
-        if filled == 0:
-            return
-        block = step_records(cfg, torch.stack(step_losses), torch.stack(step_outs)).cpu()  # the one host sync per block
-        step_losses.clear()
-        step_outs.clear()
-        elapsed = time.perf_counter() - block_start
-        train_seconds += elapsed
-        first = step - filled + 1
-        for row, k in enumerate(rows):
-            mine = block[:, row]
-            diverged = divergence(mine, first, bound)
-            if diverged is not None:
-                stop(k, diverged)
-                continue
-            values = {key: mine[:, i].tolist() for i, key in enumerate(RECORD_KEYS)}
-            for key, v in values.items():
-                history[k][key].extend(v)
-            if on_records is not None:
-                rate = filled * B * cfg.d_steps / max(elapsed, 1e-9)  # per member
-                with stopping(k):
-                    on_records(k, Records(list(range(first, step + 1)), values, rate, train_seconds))
-        block_start = time.perf_counter()
-
-    def evaluate(step: int) -> None:
-        nonlocal eval_seconds, block_start
-        eval_start = time.perf_counter()
-        for k in live():
-            G, D = nets.member(k)
-            G.eval()
-            D.eval()
-            with torch.no_grad(), stopping(k):
-                on_eval(k, EvalPoint(step, G, D, fixed_noise[k], configs[k], train_seconds))
-            G.train()
-            D.train()
-        eval_seconds += time.perf_counter() - eval_start
-        block_start = time.perf_counter()
-
-    if 0 in evals:
-        evaluate(0)
-    for step in range(1, total + 1):
-        if len(live()) < len(rows):
-            if not live():
+        with k = ``d_steps``, the generator's update repeated ``g_steps`` times, and the loss
+        ``cfg.loss`` (``ns``, the paper's recommended non-saturating G loss, by default). Each
+        iteration then records its losses, evaluates at the steps ``evals``, and, at the next
+        iteration's start, drops the members that stopped.
+        """
+        if 0 in evals:
+            self.evaluate(0)
+        for step in range(1, self.total + 1):
+            if not self.drop_stopped():
                 break
-            shrink()
-        # (1) Update D: push D(x) toward "real" and D(G(z)) toward "fake", d_steps times.
-        #     Only the last D step builds G's graph: its fakes are reused by the first G step.
-        for k in range(cfg.d_steps):
-            next_real()
-            keep_graph = k == cfg.d_steps - 1
-            with torch.set_grad_enabled(keep_graph), autocast:
-                fake = nets.generate(noise())
-            fake_slot.copy_(fake.detach())
-            with autocast:
-                out = nets.discriminate(pair).float()  # (K, 2B): real images, then fakes
-                losses_d = d_loss(cfg, out[:, :B], out[:, B:], real_label)  # (K,)
-            if cfg.loss == "wgan-gp":  # double backward, full precision
-                losses_d = losses_d + gp_weight * nets.penalty(real, fake_slot)
-            nets.opt_d.zero_grad()
-            losses_d.backward(each)
-            nets.opt_d.step()
+            fake, losses_d, out = self.update_d()
+            losses_g = self.update_g(fake, step)
+            self.records.add(losses_g, losses_d, out)
+            if len(self.records) == self.records_every or step == self.total or step in evals:
+                self.read_records(step)
+            if step in evals:
+                self.evaluate(step)
+        return self.results()
 
-        # (2) Update G: push D(G(z)) toward "real", g_steps times; D's weights get no grads.
+    def update_d(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1) Push D(x) toward "real" and D(G(z)) toward "fake", ``d_steps`` times; D's loss
+        sees G's images detached. Only the last D step builds G's graph: its fakes are reused by
+        the first G step. That step's fakes, D's losses (K,) and raw outputs (K, 2B)."""
+        cfg, nets, draws, B = self.cfg, self.nets, self.draws, self.B
+        for i in range(cfg.d_steps):
+            real = draws.next_real()
+            with torch.set_grad_enabled(i == cfg.d_steps - 1), self.autocast:
+                fake = nets.generate(draws.noise())
+            draws.fake_slot.copy_(fake.detach())
+            with self.autocast:
+                out = nets.discriminate(draws.pair).float()  # (K, 2B): real images, then fakes
+                losses = d_loss(cfg, out[:, :B], out[:, B:], self.real_label)  # (K,)
+            if cfg.loss == "wgan-gp":  # double backward, full precision
+                losses = losses + self.gp_weight * nets.penalty(real, draws.fake_slot)
+            nets.opt_d.zero_grad()
+            losses.backward(self.each)
+            nets.opt_d.step()
+        return fake, losses, out
+
+    def update_g(self, fake: torch.Tensor, step: int) -> torch.Tensor:
+        """(2) Push D(G(z)) toward "real", ``g_steps`` times, the first on D's last ``fake``;
+        D's weights get no gradients. Then G's average (``g_ema``) follows. G's losses (K,)."""
+        cfg, nets = self.cfg, self.nets
         nets.critic.requires_grad_(False)
-        for k in range(cfg.g_steps):
-            if k > 0:
-                with autocast:
-                    fake = nets.generate(noise())
-            with autocast:
-                losses_g = g_loss(cfg, nets.discriminate(fake).float(), real_label)
+        for i in range(cfg.g_steps):
+            if i > 0:
+                with self.autocast:
+                    fake = nets.generate(self.draws.noise())
+            with self.autocast:
+                losses = g_loss(cfg, nets.discriminate(fake).float(), self.real_label)
             nets.opt_g.zero_grad()
-            losses_g.backward(each)
+            losses.backward(self.each)
             nets.opt_g.step()
         nets.critic.requires_grad_(True)
         if cfg.g_ema:  # warmed up: early on the average follows G closely
             nets.average(1 - min(cfg.g_ema, (1 + step) / (10 + step)))
+        return losses
 
-        step_losses.append(torch.stack([losses_g.detach(), losses_d.detach()], dim=1))
-        step_outs.append(out.detach())
-        at_eval = step in evals
-        if len(step_losses) == records_every or step == total or at_eval:
-            flush(step)
-        if at_eval:
-            evaluate(step)
+    def read_records(self, step: int) -> None:
+        """The block of records ending at ``step`` reaches the host: each member's is checked
+        for divergence, kept in its history and handed to ``on_records``."""
+        filled = len(self.records)
+        block = self.records.read()
+        elapsed = time.perf_counter() - self.block_start
+        self.train_seconds += elapsed
+        first = step - filled + 1
+        for row, member in enumerate(self.rows):
+            mine = block[:, row]
+            diverged = divergence(mine, self.records.names, first, self.bound)
+            if diverged is not None:
+                self.errors[member] = diverged  # it leaves the batch before the next step
+                continue
+            values = {key: mine[:, i].tolist() for i, key in enumerate(self.records.names)}
+            for key, v in values.items():
+                self.history[member][key].extend(v)
+            if self.on_records is not None:
+                rate = filled * self.B * self.cfg.d_steps / max(elapsed, 1e-9)  # per member
+                with self.stopping(member):
+                    self.on_records(member, Records(list(range(first, step + 1)), values, rate, self.train_seconds))
+        self.block_start = time.perf_counter()
 
-    results: list[TrainResult | BaseException] = []
-    for k, c in enumerate(configs):
-        G, D = nets.member(k)
-        G.eval()
-        D.eval()
-        results.append(errors[k] or TrainResult(
-            config=c, generator=G, discriminator=D, device=device, steps=total,
-            seconds=train_seconds, eval_seconds=eval_seconds,
-            images_per_sec=total * B * cfg.d_steps / max(train_seconds, 1e-9),
-            fixed_noise=fixed_noise[k], history=history[k],
-        ))
-    return results
+    def evaluate(self, step: int) -> None:
+        """``on_eval`` for every member still training, its G and D in eval mode (training time paused)."""
+        eval_start = time.perf_counter()
+        for member in self.rows:
+            if self.errors[member] is not None:
+                continue
+            G, D = self.nets.member(member)
+            G.eval()
+            D.eval()
+            with torch.no_grad(), self.stopping(member):
+                self.on_eval(member, EvalPoint(step, G, D, self.fixed_noise[member], self.configs[member], self.train_seconds))
+            G.train()
+            D.train()
+        self.eval_seconds += time.perf_counter() - eval_start
+        self.block_start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stopping(self, member: int) -> Iterator[None]:
+        """An exception of ``stop_on`` from ``member``'s callback stops that member only."""
+        try:
+            yield
+        except self.stop_on as exc:
+            self.errors[member] = exc  # it leaves the batch before the next step; the others go on
+
+    def drop_stopped(self) -> bool:
+        """The stopped members leave the batch, and their rows with them; False when none is left."""
+        keep = [i for i, member in enumerate(self.rows) if self.errors[member] is None]
+        if len(keep) == len(self.rows):
+            return True
+        if not keep:
+            return False
+        assert not len(self.records), "members stop only where a block ends"
+        self.rows = [self.rows[i] for i in keep]
+        self.nets.keep(self.rows)
+        self.draws.keep(keep)
+        self.real_label, self.gp_weight, self.each = self.real_label[keep], self.gp_weight[keep], self.each[keep]
+        return True
+
+    def results(self) -> list[TrainResult | BaseException]:
+        results: list[TrainResult | BaseException] = []
+        for member, c in enumerate(self.configs):
+            G, D = self.nets.member(member)
+            G.eval()
+            D.eval()
+            results.append(self.errors[member] or TrainResult(
+                config=c, generator=G, discriminator=D, device=self.device, steps=self.total,
+                seconds=self.train_seconds, eval_seconds=self.eval_seconds,
+                images_per_sec=self.total * self.B * self.cfg.d_steps / max(self.train_seconds, 1e-9),
+                fixed_noise=self.fixed_noise[member], history=self.history[member],
+            ))
+        return results
 
 
 def _check_schedule(records_every: int, eval_every: int | None) -> None:
@@ -395,28 +307,3 @@ def _eval_steps(total: int, on_eval: Callable | None, eval_every: int | None, ev
     if eval_every is not None:
         evals.update(range(eval_every, total, eval_every))
     return evals
-
-
-def step_records(cfg: TrainConfig, losses: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
-    """Records (..., len(RECORD_KEYS)) from steps' (g_loss, d_loss) (..., 2) and D's raw outputs
-    on the last D step's real then fake images (..., 2B), on the device."""
-    B = outs.shape[-1] // 2
-    real_out, fake_out = outs[..., :B], outs[..., B:]
-    acc_real = (realness(cfg, real_out) > 0).float().mean(-1)
-    acc_fake = (realness(cfg, fake_out) < 0).float().mean(-1)
-    columns = [losses[..., 0], losses[..., 1], (acc_real + acc_fake) / 2, acc_real, acc_fake,
-               d_output_mean(cfg, real_out), d_output_mean(cfg, fake_out)]
-    return torch.stack(columns, dim=-1)
-
-
-def divergence(block: torch.Tensor, first_step: int, bound: float) -> DivergenceError | None:
-    """The error for the first step of a records block (steps, len(RECORD_KEYS)) whose loss is
-    non-finite or beyond ``bound``; None when every step is fine."""
-    losses = block[:, :2]
-    bad = (~torch.isfinite(losses) | (losses.abs() > bound)).any(dim=1).nonzero()
-    if not len(bad):
-        return None
-    step, row = first_step + int(bad[0]), block[int(bad[0])]
-    return DivergenceError(
-        f"training diverged at step {step}: g_loss={row[0].item():.4g}, d_loss={row[1].item():.4g}", step=step
-    )

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import load_mnist, resolve_data_dir
 from .cache import data_checksum, digest, read_cache, write_cache
+from .config import TrainConfig
+from .data import load_mnist, resolve_data_dir
 from .evaluator import Evaluator, check_images
+from .losses import d_output_mean, realness
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,18 @@ class MetricInfo:
     unit: str = ""
     kind: str = "score"
     """'score': measured by the evaluator at every evaluation and at the end (a pruner can act
-    on it); 'run': known at the end of training; 'curve': recorded at every training step."""
+    on it); 'run': known at the end of training; 'curve': recorded at every training step
+    (its ``compute`` reads :class:`StepOutputs`), logged with the run's records and judged by claims."""
     shown: bool = True
     """A leaderboard column, a ``status`` column and a finding of the reports."""
-    compute: Callable[[ScoreInputs], float] | None = None
-    """For metrics added by users: the value from what :func:`score` computed. Built-in scores
-    are computed together in :func:`score` (several share one pass over the features)."""
+    compute: Callable[[ScoreInputs], float] | Callable[[StepOutputs], torch.Tensor] | None = None
+    """A score's value from what :func:`score` computed (for scores added by users: built-in
+    scores are computed together in :func:`score`, several share one pass over the features); a
+    curve's values, one per step and member, from :class:`StepOutputs` (every curve has one)."""
+    panel: str | None = None
+    """The reports' figure that draws it over training (one of :data:`PANELS`): 'factor_row', a
+    factor's row of training curves; 'eval_curves', D's accuracy on each side per step and scores
+    at every evaluation. None: not drawn (a claim may still judge a curve)."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,34 @@ class ScoreInputs:
     class_counts: list[int]
 
 
+@dataclass(frozen=True)
+class StepOutputs:
+    """What a curve's ``compute`` reads: a block of training steps (and members) at once, on the
+    device; the loop brings the curves to the host once per block."""
+
+    cfg: TrainConfig
+    g_loss: torch.Tensor
+    """(...,) G's loss of each step's last G update."""
+    d_loss: torch.Tensor
+    """(...,) D's loss of each step's last D update."""
+    real_out: torch.Tensor
+    """(..., B) D's raw outputs on the last D update's real images."""
+    fake_out: torch.Tensor
+    """(..., B) D's raw outputs on that update's generated images."""
+
+    def acc_real(self) -> torch.Tensor:
+        """The share of real images D calls real."""
+        return (realness(self.cfg, self.real_out) > 0).float().mean(-1)
+
+    def acc_fake(self) -> torch.Tensor:
+        """The share of generated images D calls generated."""
+        return (realness(self.cfg, self.fake_out) < 0).float().mean(-1)
+
+
 METRICS: dict[str, MetricInfo] = {}
 """Every metric gan-study knows, in display order. Add one with :func:`register`."""
 KINDS = ("score", "run", "curve")
+PANELS = (None, "factor_row", "eval_curves")
 
 
 def register(info: MetricInfo) -> MetricInfo:
@@ -74,6 +107,10 @@ def register(info: MetricInfo) -> MetricInfo:
         raise ValueError(f"direction must be 'minimize', 'maximize' or None, got {info.direction!r}")
     if info.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {info.kind!r}")
+    if info.kind == "curve" and info.compute is None:
+        raise ValueError(f"curve {info.name!r} needs a compute: its values per step from StepOutputs")
+    if info.panel not in PANELS:
+        raise ValueError(f"panel must be one of {PANELS}, got {info.panel!r}")
     METRICS[info.name] = info
     return info
 
@@ -81,6 +118,12 @@ def register(info: MetricInfo) -> MetricInfo:
 def metrics_of(*kinds: str, shown: bool | None = None) -> list[MetricInfo]:
     """Registered metrics of the given kinds (all kinds if none), in registry order."""
     return [m for m in METRICS.values() if (not kinds or m.kind in kinds) and (shown is None or m.shown == shown)]
+
+
+def over_training() -> list[MetricInfo]:
+    """The metrics with values over training: every curve (one per step), then the scores a
+    panel draws (one per evaluation)."""
+    return metrics_of("curve") + [m for m in metrics_of("score") if m.panel]
 
 
 def label(name: str) -> str:
@@ -92,7 +135,7 @@ def label(name: str) -> str:
 
 
 for _info in (
-    MetricInfo("fd", "Fréchet distance (evaluator features)", "minimize"),
+    MetricInfo("fd", "Fréchet distance (evaluator features)", "minimize", panel="eval_curves"),
     MetricInfo("modes", "digits covered (of 10)", "maximize"),
     MetricInfo("kl_uniform", "KL(class histogram ‖ uniform) (nats)", "minimize"),
     MetricInfo("is", "classifier Inception Score", "maximize"),
@@ -103,13 +146,21 @@ for _info in (
     MetricInfo("d_acc_generated", "D accuracy on generated samples", None),
     MetricInfo("train_seconds", "training time", "minimize", unit="s", kind="run"),
     MetricInfo("images_per_sec", "training throughput", "maximize", unit="images/s", kind="run", shown=False),
-    MetricInfo("g_loss", "generator loss", None, kind="curve", shown=False),
-    MetricInfo("d_loss", "discriminator loss", None, kind="curve", shown=False),
-    MetricInfo("d_acc", "discriminator accuracy", None, kind="curve", shown=False),
-    MetricInfo("d_acc_real", "D accuracy on real images", None, kind="curve", shown=False),
-    MetricInfo("d_acc_fake", "D accuracy on generated images", None, kind="curve", shown=False),
-    MetricInfo("d_real_mean", "mean D output on real images", None, kind="curve", shown=False),
-    MetricInfo("d_fake_mean", "mean D output on generated images", None, kind="curve", shown=False),
+    # The curves, in the order of a run's records (g_loss and d_loss are checked for divergence).
+    MetricInfo("g_loss", "generator loss", None, kind="curve", shown=False, panel="factor_row",
+               compute=lambda s: s.g_loss),
+    MetricInfo("d_loss", "discriminator loss", None, kind="curve", shown=False, panel="factor_row",
+               compute=lambda s: s.d_loss),
+    MetricInfo("d_acc", "discriminator accuracy", None, unit="fraction", kind="curve", shown=False,
+               panel="factor_row", compute=lambda s: (s.acc_real() + s.acc_fake()) / 2),
+    MetricInfo("d_acc_real", "D accuracy on real images", None, unit="fraction", kind="curve", shown=False,
+               panel="eval_curves", compute=StepOutputs.acc_real),
+    MetricInfo("d_acc_fake", "D accuracy on generated images", None, unit="fraction", kind="curve", shown=False,
+               panel="eval_curves", compute=StepOutputs.acc_fake),
+    MetricInfo("d_real_mean", "mean D output on real images", None, kind="curve", shown=False,
+               compute=lambda s: d_output_mean(s.cfg, s.real_out)),
+    MetricInfo("d_fake_mean", "mean D output on generated images", None, kind="curve", shown=False,
+               compute=lambda s: d_output_mean(s.cfg, s.fake_out)),
 ):
     register(_info)
 
@@ -190,7 +241,7 @@ def score(images: torch.Tensor, evaluator: Evaluator, real: RealStats | None = N
         "class_counts": counts,
     }
     inputs = ScoreInputs(logits, feats, real, counts)
-    for info in METRICS.values():
+    for info in metrics_of("score", "run"):
         if info.compute is not None:
             values[info.name] = float(info.compute(inputs))
     return values
@@ -212,7 +263,7 @@ def floors(
     key = digest(METRICS_VERSION, real.key, data_checksum(train), n, seed)
     path = evaluator.cache_dir / f"floors-n{n}-seed{seed}.pt"
     cached = read_cache(path, key)
-    wanted = {*KEYS, *(m.name for m in METRICS.values() if m.compute)}
+    wanted = {*KEYS, *(m.name for m in metrics_of("score", "run") if m.compute)}
     if cached is not None and wanted <= set(cached):
         return {k: v for k, v in cached.items() if k in wanted}
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]

@@ -11,7 +11,7 @@ gradient-penalty weight as per-member tensors), its own optimizer state and its 
 member leaves the batch (its weights stop changing, its compute ends) and is reported, the
 others go on.
 
-The loop is ``train``'s own (``gan.train.train_members``): ``train`` is its population of one.
+The loop is ``train``'s own (``gan.loop.train_members``): ``train`` is its population of one.
 docs/performance.md has the speed-ups measured by ``python -m benchmarks.population``.
 """
 
@@ -29,8 +29,10 @@ from .config import FIELDS, TrainConfig
 from .data import MNIST
 from .errors import ConfigError
 from .losses import gradient_penalty
-from .models import IMAGE_PIXELS, DCGANGenerator, build_models
-from .loop import EvalPoint, Records, TrainResult, _optimizer, train_members
+from .loop import EvalPoint, TrainResult, train_members
+from .members import copy_buffers, optimizer, penalty_weights, seeded_models
+from .models import IMAGE_PIXELS, DCGANGenerator
+from .records import Records
 
 __all__ = ["MEMBER_FIELDS", "population_support", "shape_key", "train_population"]
 
@@ -91,7 +93,7 @@ class _Optimizer:
             self.members.append(own)
             hyper = {"betas": (c.beta1, c.beta2)} if c.optimizer == "adam" else {"momentum": c.momentum}
             groups.setdefault((lr, *hyper.values()), {"params": [], "lr": lr, **hyper})["params"] += own
-        self.torch = _optimizer(configs[0], list(groups.values()), lrs[0])
+        self.torch = optimizer(configs[0], list(groups.values()), lrs[0])
 
     def zero_grad(self) -> None:
         for p in self.batched:  # backward then hands each its gradient, not adding into zeros (5 % faster)
@@ -122,10 +124,9 @@ class _Batched:
         # draws (train's dropout masks) continue in that member's own generator.
         self.configs, self.solo_g, self.solo_d, self.mask_rngs = list(configs), [], [], []
         for c in configs:
-            torch.manual_seed(c.seed)
-            G, D = build_models(c)
-            self.solo_g.append(G.to(device))
-            self.solo_d.append(D.to(device))
+            G, D = seeded_models(c, device)
+            self.solo_g.append(G)
+            self.solo_d.append(D)
             rng = torch.Generator(device=device)
             if device.type == "cpu":
                 rng.set_state(torch.get_rng_state())
@@ -141,7 +142,7 @@ class _Batched:
         # The members leaving take their weights to their own modules; those staying are
         # batched anew from theirs, and their optimizers go on from the state they had.
         if self.rows and self.solo_avg:
-            self._sync_avg()
+            copy_buffers(self.G_avg, self.G)
         for i in range(len(self.rows)):
             self.G.copy_to_solo(i)
             self.critic.copy_to_solo(i)
@@ -169,25 +170,20 @@ class _Batched:
 
     def penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         # Each member's interpolation weights come next in its own stream, as train draws them.
-        shape = (real.shape[1], *[1] * len(self.image_shape))
-        alpha = torch.stack([torch.rand(shape, generator=self.mask_rngs[k], device=real.device) for k in self.rows])
+        rngs = [self.mask_rngs[k] for k in self.rows]
+        alpha = penalty_weights(real.shape[1], len(self.image_shape), rngs, real.device)
         return gradient_penalty(self.discriminate, real, fake, alpha)
 
     @torch.no_grad()
     def average(self, weight: float) -> None:
         self.G_avg.flat.lerp_(self.G.flat, weight)
 
-    @torch.no_grad()
-    def _sync_avg(self) -> None:
-        for avg, now in zip(self.G_avg.buffers(), self.G.buffers(), strict=True):
-            avg.copy_(now)  # spectral-norm vectors are G's own, as train's average has them
-
     def member(self, k: int) -> tuple[nn.Module, nn.Module]:
         if k in self.rows:  # else its modules got its weights when it left
             self.G.copy_to_solo(self.rows.index(k))
             self.critic.copy_to_solo(self.rows.index(k))
             if self.solo_avg:
-                self._sync_avg()
+                copy_buffers(self.G_avg, self.G)
                 self.G_avg.copy_to_solo(self.rows.index(k))
         return (self.solo_avg or self.solo_g)[k], self.solo_d[k]
 

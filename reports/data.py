@@ -33,17 +33,14 @@ from study.record import StudyAttrs, Tag, TrialRecord
 
 log = logging.getLogger("gan_study.reports")
 
-# Per-step curves of the per-factor rows, and the score at every evaluation (logged at each
-# evaluation step, step 0 included, and at the end on the final samples).
-CURVE_KEYS = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake")
-EVAL_CURVE_KEYS = ("fd",)
-
 
 def claim_keys() -> tuple[str, ...]:
-    """What claims read besides those (a spec with claims only): D's mean outputs, every score at
-    every evaluation and the per-digit counts of its samples (``class_count.D``)."""
-    scores = tuple(m.name for m in gm.metrics_of("score") if m.name not in EVAL_CURVE_KEYS)
-    return ("d_real_mean", "d_fake_mean", *scores, *(f"class_count.{d}" for d in range(10)))
+    """What claims read besides the curves the figures draw (a spec with claims only): the curves
+    no figure draws (D's mean outputs), every score at every evaluation and the per-digit counts
+    of its samples (``class_count.D``)."""
+    hidden = tuple(m.name for m in gm.metrics_of("curve") if not m.panel)
+    scores = tuple(m.name for m in gm.metrics_of("score") if not m.panel)
+    return (*hidden, *scores, *(f"class_count.{d}" for d in range(10)))
 
 
 def leaderboard_metrics() -> list[str]:
@@ -172,7 +169,9 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
         invocations.sort(key=lambda r: r["start"] or 0)
         _attach_runs(trials, runs)
         curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
-        keys = CURVE_KEYS + EVAL_CURVE_KEYS + (claim_keys() if spec is not None and spec.claims else ())
+        # The figures' curves: per step, and scores at every evaluation (step 0 and the end included).
+        drawn = tuple(m.name for m in gm.over_training() if m.panel)
+        keys = drawn + (claim_keys() if spec is not None and spec.claims else ())
         curves = fetch_curves(client, curve_runs, keys)
     data = StudyData(
         study=study,

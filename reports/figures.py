@@ -31,11 +31,6 @@ DPI = 120
 CURVE_BINS = 120  # points per curve after binning steps (smooths and aligns runs)
 STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#dd8452", "FAIL": "#c44e52", "RUNNING": "#55a868", "WAITING": "#8c8c8c"}
 BASELINE_COLOR = (0.3, 0.3, 0.3)
-CURVE_PANELS = (
-    ("g_loss", "generator loss"),
-    ("d_loss", "discriminator loss"),
-    ("d_acc", "discriminator accuracy (fraction)"),
-)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -93,15 +88,19 @@ def binned_curves(curves: pd.DataFrame, trials: dict[int, str], bins: int = CURV
 
 @themed
 def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path:
-    """One row: G loss, D loss, D accuracy over training (mean, band ±1 sd over runs) and the final metric."""
+    """One row: the registry's curves of panel 'factor_row' over training (G loss, D loss, D
+    accuracy: mean, band ±1 sd over runs) and the final metric."""
     labels = [lv.label for lv in factor.levels]
     # the baseline is dark grey in every row; the other values take the palette in order
     colors = palette([lv.label for lv in factor.levels if not lv.baseline])
     colors.update({lv.label: BASELINE_COLOR for lv in factor.levels if lv.baseline})
     trials = {t.number: lv.label for lv in factor.levels for t in lv.trials}
     df = binned_curves(data.curves, trials)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), gridspec_kw={"width_ratios": [1, 1, 1, 0.9]})
-    for ax, (key, ylabel) in zip(axes, CURVE_PANELS):
+    panels = [m for m in gm.metrics_of("curve") if m.panel == "factor_row"]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(13 / 4 * (len(panels) + 1), 3.3),
+                             gridspec_kw={"width_ratios": [1] * len(panels) + [0.9]})
+    for ax, curve in zip(axes, panels):
+        key, ylabel = curve.name, gm.label(curve.name)
         part = df[df["key"] == key] if not df.empty else df
         if part.empty:
             ax.text(0.5, 0.5, "no curves logged", ha="center", va="center", transform=ax.transAxes)
@@ -113,9 +112,9 @@ def factor_row(data: StudyData, factor: Factor, metric: str, path: Path) -> Path
         ax.set_title(ylabel[0].upper() + ylabel[1:])
         ax.set_xlabel("training step (iterations)")
         ax.set_ylabel(ylabel)
-        if key == "d_acc":
+        if curve.unit == "fraction":  # a share of images: chance is a half
             ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
-    ax = axes[3]
+    ax = axes[-1]
     points = [(lv.label, v) for lv in factor.levels for t in lv.trials for v in t.repeat_values(metric)]
     if points:
         pts = pd.DataFrame(points, columns=["level", "value"])

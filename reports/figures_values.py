@@ -59,7 +59,8 @@ def class_counts(level: Level) -> np.ndarray:
 # -- curves ---------------------------------------------------------------------------------------
 @themed
 def eval_curves(data: StudyData, factor: Factor, path: Path) -> Path | None:
-    """D accuracy on real and on generated images over training, and FD at every evaluation.
+    """The registry's metrics of panel 'eval_curves': curves over training (D accuracy on real and
+    on generated images), then scores at every evaluation (FD).
 
     Lines are means over the runs of a value; bands ±1 sd over them (the spread of the repeats).
     """
@@ -69,10 +70,12 @@ def eval_curves(data: StudyData, factor: Factor, path: Path) -> Path | None:
     if curves.empty or not set(curves["trial"]) & set(trials):
         return None
     order = [lv.label for lv in factor.levels]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
-    per_step = curves[curves["key"].isin(["d_acc_real", "d_acc_fake"])]
-    binned = binned_curves(per_step, trials)
-    for ax, key in zip(axes[:2], ("d_acc_real", "d_acc_fake")):
+    steps = [m.name for m in gm.metrics_of("curve") if m.panel == "eval_curves"]
+    scores = [m.name for m in gm.metrics_of("score") if m.panel == "eval_curves"]
+    fig, axes = plt.subplots(1, len(steps) + len(scores), figsize=(13 / 3 * (len(steps) + len(scores)), 3.3), squeeze=False)
+    axes = axes[0]
+    binned = binned_curves(curves[curves["key"].isin(steps)], trials)
+    for ax, key in zip(axes, steps):
         part = binned[binned["key"] == key] if not binned.empty else binned
         if part.empty:
             ax.text(0.5, 0.5, "not logged (older study)", ha="center", va="center", transform=ax.transAxes)
@@ -84,27 +87,32 @@ def eval_curves(data: StudyData, factor: Factor, path: Path) -> Path | None:
         ax.set_title(gm.METRICS[key].label)
         ax.set_xlabel("training step (iterations)")
         ax.set_ylabel("fraction classified correctly")
-    ax = axes[2]
-    fd = curves[(curves["key"] == "fd") & curves["trial"].isin(list(trials))].copy()
-    if fd.empty:
-        ax.text(0.5, 0.5, "no evaluations logged", ha="center", va="center", transform=ax.transAxes)
-    else:
-        fd["level"] = fd["trial"].map(trials)
-        fd = fd.groupby(["level", "trial", "repeat", "step"], as_index=False)["value"].last()
-        sns.lineplot(data=fd, x="step", y="value", hue="level", hue_order=[lv for lv in order if lv in set(fd["level"])],
-                     palette=colors, errorbar="sd", marker="o", markersize=4, ax=ax, legend=False, linewidth=1.3)
-        if (fd["value"] > 0).all() and fd["value"].max() / max(fd["value"].min(), 1e-12) > 20:
-            ax.set_yscale("log")  # the untrained step 0 is far above the rest
-        floor = (data.floors or {}).get("fd")
-        if isinstance(floor, float) and floor > 0:
-            ax.axhline(floor, color="0.35", ls="--", lw=1)
-    ax.set_title("FD at each evaluation")
-    ax.set_xlabel("training step (iterations)")
-    ax.set_ylabel(gm.label("fd"))
+    for ax, key in zip(axes[len(steps):], scores):
+        _score_curve(ax, data, key, trials, order, colors)
     handles = [plt.Line2D([0], [0], color=colors[lv.label], lw=2.5) for lv in factor.levels]
     fig.legend(handles, [_name(lv) for lv in factor.levels], title=factor.name, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _score_curve(ax, data: StudyData, key: str, trials: dict[int, str], order: list[str], colors: dict) -> None:
+    """One score at every evaluation of the runs of ``trials``, with its real-data floor."""
+    values = data.curves[(data.curves["key"] == key) & data.curves["trial"].isin(list(trials))].copy()
+    if values.empty:
+        ax.text(0.5, 0.5, "no evaluations logged", ha="center", va="center", transform=ax.transAxes)
+    else:
+        values["level"] = values["trial"].map(trials)
+        values = values.groupby(["level", "trial", "repeat", "step"], as_index=False)["value"].last()
+        sns.lineplot(data=values, x="step", y="value", hue="level", hue_order=[lv for lv in order if lv in set(values["level"])],
+                     palette=colors, errorbar="sd", marker="o", markersize=4, ax=ax, legend=False, linewidth=1.3)
+        if (values["value"] > 0).all() and values["value"].max() / max(values["value"].min(), 1e-12) > 20:
+            ax.set_yscale("log")  # the untrained step 0 is far above the rest
+        floor = (data.floors or {}).get(key)
+        if isinstance(floor, float) and floor > 0:
+            ax.axhline(floor, color="0.35", ls="--", lw=1)
+    ax.set_title(f"{key.upper()} at each evaluation")
+    ax.set_xlabel("training step (iterations)")
+    ax.set_ylabel(gm.label(key))
 
 
 # -- pictures -------------------------------------------------------------------------------------

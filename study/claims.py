@@ -23,8 +23,8 @@ Quantities, measured per run (repeat) and averaged over the runs of a level:
 
 - a final metric of the registry (``fd``, ``modes``, ``kl_uniform``, ``d_acc_generated`` ...);
 - ``share:D``: the share of digit D among the final samples;
-- ``CURVE.STAT`` for a logged curve (``g_loss``, ``d_loss``, ``d_acc``, ``d_acc_real``,
-  ``d_acc_fake``, ``fd``) and a statistic over the last ``window`` of training: ``end_mean``,
+- ``CURVE.STAT`` for a logged curve (:func:`gan.metrics.over_training`: the registry's curves,
+  ``g_loss``, ``d_loss``, ``d_acc`` ..., and the scores it draws over training, ``fd``) and a statistic over the last ``window`` of training: ``end_mean``,
   ``end_sd``, ``end_slope`` (per 1,000 steps), ``end_max``; or over the whole curve:
   ``explodes`` (1 when the end mean exceeds ``times`` × the mean over 10-20 % of training, or the
   curve is not finite; else 0), ``late_rise`` (the last value minus the curve's minimum: a late

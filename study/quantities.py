@@ -7,9 +7,8 @@ from gan import metrics as gm
 
 from .space import SpecError
 
-__all__ = ["CURVES", "MIN_POINTS", "STATS", "check_quantity", "points_needed", "window_points"]
+__all__ = ["MIN_POINTS", "STATS", "check_quantity", "points_needed", "window_points"]
 
-CURVES = ("g_loss", "d_loss", "d_acc", "d_acc_real", "d_acc_fake", "d_real_mean", "d_fake_mean", "fd")
 STATS = ("end_mean", "end_sd", "end_slope", "end_max", "end_resid_sd", "explodes", "late_rise", "fall",
          "steps_below", "steps_above")
 
@@ -30,7 +29,8 @@ def check_quantity(quantity: str, where: str) -> None:
             return
         raise SpecError(f"{where}: share:D needs a digit 0-9, got {quantity!r}")
     curve, _, stat = quantity.partition(".")
-    if curve in CURVES and stat:
+    curves = [m.name for m in gm.over_training()]
+    if curve in curves and stat:
         name, _, arg = stat.partition(":")
         if name in ("steps_below", "steps_above"):
             try:
@@ -41,7 +41,7 @@ def check_quantity(quantity: str, where: str) -> None:
         if name in STATS and name not in ("steps_below", "steps_above") and not arg:
             return
     raise SpecError(f"{where}: unknown quantity {quantity!r}: use a final metric ({', '.join(finals)}), share:D, or "
-                    f"CURVE.STAT with CURVE one of {', '.join(CURVES)} and STAT one of {', '.join(STATS)}")
+                    f"CURVE.STAT with CURVE one of {', '.join(curves)} and STAT one of {', '.join(STATS)}")
 
 
 def points_needed(quantity: str) -> tuple[str, str, int] | None:

@@ -25,15 +25,37 @@ def test_the_record_round_trips_through_optuna_and_refuses_unknown_fields():
     assert TrialRecord.from_trial(study.ask()) == TrialRecord()  # a trial made by hand: every default
 
 
-def test_the_registry_knows_every_training_record_and_every_direction():
-    from gan.loop import RECORD_KEYS
-
-    assert set(RECORD_KEYS) <= {m.name for m in gm.metrics_of("curve")}
+def test_the_registry_knows_every_direction_and_refuses_bad_entries():
     for m in gm.METRICS.values():
         assert m.direction in ("minimize", "maximize", None) and m.label
     assert gm.label("train_seconds") == "training time (s)" and gm.label("no-such-metric") == "no-such-metric"
     with pytest.raises(ValueError, match="direction"):
         gm.register(gm.MetricInfo("x", "x", "lower"))
+    with pytest.raises(ValueError, match="needs a compute"):
+        gm.register(gm.MetricInfo("x", "x", None, kind="curve"))
+    with pytest.raises(ValueError, match="panel"):
+        gm.register(gm.MetricInfo("x", "x", None, kind="curve", compute=lambda s: s.g_loss, panel="nowhere"))
+
+
+def test_a_curve_is_one_register_call(monkeypatch, data_dir):
+    """Adding a curve takes one edit in one place: the training records, their history and
+    callbacks, a claim's quantity and the reports' fetched curves all follow the registry."""
+    import gan
+    from reports.data import claim_keys
+    from study.quantities import check_quantity
+
+    monkeypatch.setattr(gm, "METRICS", dict(gm.METRICS))  # the registration ends with this test
+    gm.register(gm.MetricInfo("d_gap", "mean D output, real minus generated", None, kind="curve", shown=False,
+                              compute=lambda s: (s.real_out - s.fake_out).mean(-1)))
+
+    blocks = []
+    cfg = gan.TrainConfig(budget=4, batch_size=16, device="cpu", loss="hinge")
+    result = gan.train(cfg, gan.load_mnist(data_dir, subset=1000), on_records=blocks.append, records_every=2)
+    gap = [a - b for a, b in zip(result.history["d_real_mean"], result.history["d_fake_mean"])]
+    assert result.history["d_gap"] == pytest.approx(gap, abs=1e-5) and len(gap) == 4  # hinge: D's means are raw
+    assert [v for b in blocks for v in b.values["d_gap"]] == result.history["d_gap"]
+    check_quantity("d_gap.end_mean", "claim")
+    assert "d_gap" in claim_keys()
 
 
 @pytest.fixture
