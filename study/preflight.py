@@ -13,7 +13,8 @@ from gan.evaluator import CACHE_FILE
 
 from .limits import gpu_jobs_problem, jobs_problem, training_memory_problem
 from .names import inside
-from .tracking import StoreError, writable_problem
+from .store_checks import writable_problem
+from .tracking import StoreError
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,8 @@ import re
 import warnings
 from typing import Any
 
-from .tracking import CHECK_TIMEOUT, StoreError
+from .store_checks import CHECK_TIMEOUT
+from .tracking import StoreError
 
 __all__ = ["PROXY_COMMAND", "check_proxy", "open_proxy", "proxy_address"]
 

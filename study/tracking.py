@@ -36,8 +36,6 @@ HEARTBEAT_ENV = "GAN_STUDY_HEARTBEAT"
 """``INTERVAL[,GRACE]`` in seconds: how often a running trial proves its worker is alive, and
 how long without a sign of life before another worker fails the trial (RDB storages only)."""
 DEFAULT_HEARTBEAT = (30, 90)
-CHECK_TIMEOUT = 5  # seconds to wait for a database or tracking server before giving up
-RDB_SCHEMES = ("postgresql", "mysql", "sqlite")
 
 
 def mask_url(text: str) -> str:
@@ -116,6 +114,8 @@ class Stores:
         The Optuna storage and the tracking store must answer (within a few seconds), and the
         work folder must be creatable where the embedded stores need it.
         """
+        from .store_checks import check_database, check_server, check_writable
+
         self.check_storage()
         scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
         if scheme in ("http", "https"):
@@ -138,6 +138,8 @@ class Stores:
 
             check_proxy(self.storage_url)
         elif not self.embedded:
+            from .store_checks import check_database
+
             check_database(self.storage_url, "Optuna storage", "--storage")
 
     def check_files(self, writing: bool) -> None:
@@ -156,6 +158,8 @@ class Stores:
     def check_artifacts(self, study_name: str) -> None:
         """The embedded artifact folder, and the study's in it, can be written: a read-only one
         is refused before anything is written (a later write failure stops the run instead)."""
+        from .store_checks import writable_problem
+
         root = self.artifact_folder
         if root is None:
             return
@@ -190,7 +194,7 @@ class Stores:
             try:
                 return JournalStorage(JournalFileBackend(self.storage_url))
             except ValueError as exc:  # a record that is not JSON before the last one: Optuna cannot replay it
-                raise StoreError(f"the Optuna journal {self.storage_url} is corrupt ({_first_line(exc)}): restore it from a "
+                raise StoreError(f"the Optuna journal {self.storage_url} is corrupt ({first_line(exc)}): restore it from a "
                                  "backup; gan-study never writes to it") from exc
         if self.proxied:
             from .proxy import open_proxy
@@ -209,10 +213,12 @@ class Stores:
                 # tables; the losers find them on a second try.
                 return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1, transient=creation_race)
         except Exception as exc:
+            from .store_checks import driver_hint
+
             if not create:
-                raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({_first_line(exc)}): run one with 'gan-study run'") from exc
+                raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({first_line(exc)}): run one with 'gan-study run'") from exc
             raise StoreError(
-                f"cannot open the Optuna storage {mask_url(self.storage_url)}: {_first_line(exc)}{_driver_hint(exc, self.storage_url)}"
+                f"cannot open the Optuna storage {mask_url(self.storage_url)}: {first_line(exc)}{driver_hint(exc, self.storage_url)}"
             ) from exc
 
     def mlflow(self):
@@ -248,7 +254,7 @@ class Stores:
                     seed_tracking_store(self.workdir / "mlflow.db", resolve_cache_dir(), self.artifact_root)
                 retry(lambda: self.mlflow().search_experiments(max_results=1), attempts=2)
         except Exception as exc:
-            raise StoreError(f"cannot reach the MLflow tracking store {mask_url(self.tracking_uri)}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot reach the MLflow tracking store {mask_url(self.tracking_uri)}: {first_line(exc)}") from exc
 
     def experiment_id(self, study_name: str) -> str:
         check_name(study_name)
@@ -270,82 +276,6 @@ class Stores:
             if experiment is None:
                 raise
             return experiment.experiment_id
-
-
-def check_database(url: str, what: str, option: str) -> None:
-    """Connect to a database URL once (no tables created): a one-line error if it fails."""
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in RDB_SCHEMES:
-        raise StoreError(
-            f"the {what} URL {mask_url(url)} is not supported: use postgresql://USER:PASSWORD@HOST:PORT/DB, "
-            f"mysql://..., sqlite:///FILE{', grpc://HOST:PORT (an Optuna gRPC proxy)' if option == '--storage' else ''}, "
-            f"or leave {option} out for the embedded store"
-        )
-    if scheme == "sqlite":
-        return
-    import sqlalchemy
-
-    connect_args = {"connect_timeout": CHECK_TIMEOUT} if scheme in ("postgresql", "mysql") else {}
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT 1"))
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        raise StoreError(
-            f"cannot reach the {what} {mask_url(url)}: {_first_line(exc)}{_driver_hint(exc, url)}; "
-            f"check that the server runs and the URL given by {option} is right"
-        ) from exc
-
-
-def check_server(uri: str) -> None:
-    """GET <uri>/health of an MLflow server, with a short timeout."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CHECK_TIMEOUT) as response:
-            response.read()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise StoreError(
-            f"cannot reach the MLflow tracking server {mask_url(uri)}: {_first_line(reason) if isinstance(reason, BaseException) else mask_url(str(reason))}; "
-            "start it (mlflow server ...) or fix --tracking-uri"
-        ) from exc
-
-
-def writable_problem(folder: Path) -> str | None:
-    """Why ``folder`` could not be created or written (checked without creating it), or None."""
-    path = folder
-    while not path.exists():
-        if path.is_symlink() or path.parent == path:  # a dangling link, or nothing exists at all
-            return f"{path} does not exist"
-        path = path.parent
-    if not path.is_dir():
-        return f"{path} is not a folder"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"{path} is not writable"
-    return None
-
-
-def check_writable(workdir: Path) -> None:
-    """The work folder exists as a writable folder, or can be created."""
-    problem = writable_problem(workdir)
-    if problem:
-        raise StoreError(f"cannot write to the work folder {workdir} ({problem}): choose another with --workdir")
-
-
-def _driver_hint(exc: BaseException, url: str) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if "Failed to import DB access module" in text or isinstance(exc, ImportError):
-        if "psycopg2" in text:
-            return " (the PostgreSQL driver is missing: pip install psycopg2-binary, or write the URL as postgresql+psycopg://... to use psycopg 3)"
-        if url.startswith("postgresql"):
-            return " (the PostgreSQL driver is missing: pip install 'psycopg[binary]')"
-        return " (the database driver is missing: install the one SQLAlchemy names for this URL)"
-    return ""
 
 
 # Never retried: a bug or bad input raises the same way every time.
@@ -414,7 +344,7 @@ def retry(fn: Callable[[], T], attempts: int = 5, delay: float = 0.5, transient:
         except Exception as exc:
             if attempt == attempts - 1 or not transient(exc):
                 raise
-            log.debug("store call failed (%s), retrying", _first_line(exc))
+            log.debug("store call failed (%s), retrying", first_line(exc))
             time.sleep(delay * 2**attempt)
     raise AssertionError("unreachable")
 
@@ -430,6 +360,7 @@ def creation_race(exc: BaseException) -> bool:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, passwords masked."""
     text = str(exc).strip() or type(exc).__name__
     return mask_url(text.splitlines()[0])

@@ -120,9 +120,9 @@ def _address(env: dict[str, str]) -> str:
     with _lock:
         if _server is None or _server[0].poll() is not None:
             path = os.path.join(tempfile.mkdtemp(prefix="gan-study-forkserver-"), "socket")
-            # MLflow reads its log level when it is imported; the CLI sets it before it imports MLflow.
+            # MLflow reads these when it is imported; the CLI sets them before it imports MLflow.
             proc = subprocess.Popen([sys.executable, "-m", "tests.forkserver", path], cwd=_REPO,
-                                    env={**env, "MLFLOW_LOGGING_LEVEL": "WARNING"},
+                                    env={**env, "MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_DISABLE_TELEMETRY": "true"},
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the CLI fork server did not start (exit {proc.wait()})")
