@@ -41,8 +41,8 @@ _WARM = ("torch", "torchvision", "torchvision.utils", "optuna", "sqlalchemy.dial
 def _child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the CLI process the request describes, run it, exit."""
     os.setsid()  # its own session and process group, as start_new_session: killpg reaches only it
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    # Its signal handlers are the server's, which are a fresh interpreter's (SIGPIPE ignored, as
+    # Python sets it): nothing to reset.
     devnull = os.open(os.devnull, os.O_RDONLY)
     for target, fd in ((0, devnull), (1, fds[0]), (2, fds[1])):
         os.dup2(fd, target)
