@@ -57,10 +57,7 @@ def _child(request: dict, fds: list[int]) -> None:
     import study.cli
 
     study.cli.STARTED = time.monotonic()  # the command's wall time counts from its own start
-    code = study.cli.main(request["argv"])  # an uncaught exception prints its traceback, exit 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(code)
+    study.cli.run()  # as the console script; an uncaught exception prints its traceback, exit 1
 
 
 def _serve(path: str) -> None:
