@@ -70,8 +70,12 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(data):
 
 
 @pytest.mark.slow  # torch.compile
-def test_compile_option_trains_the_compiled_networks(data):
+def test_compile_option_trains_the_compiled_networks(data, tmp_path, monkeypatch):
     # compile=True is meant for CUDA; on CPU it must still train (inductor's C++ backend).
+    # Inductor's own cache, not the user's shared one: its key leaves out ATEN_CPU_CAPABILITY and
+    # the oneDNN ISA, so kernels built under another setting of numerics-matrix were loaded here
+    # and trained to NaN, or corrupted the heap ("malloc(): unaligned tcache chunk").
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     result = train(TrainConfig(budget=10, batch_size=32, device="cpu", compile=True), data)
     assert len(result.history["d_loss"]) == 10
     assert all(torch.isfinite(torch.tensor(result.history[k])).all() for k in ("d_loss", "g_loss"))
