@@ -23,7 +23,9 @@ STARTED = time.monotonic()  # the command's wall time counts from here (the summ
 
 def run() -> NoReturn:
     """The ``gan-study`` console script (and ``python -m study.cli``): :func:`main`, then
-    :func:`exit_now`."""
+    :func:`study.compat.exit_now`."""
+    from .compat import exit_now
+
     try:
         code = main()
     except SystemExit as stop:  # argparse's --help, --version and usage errors
@@ -31,28 +33,6 @@ def run() -> NoReturn:
             print(stop.code, file=sys.stderr)
         code = 1 if stop.code is not None and not isinstance(stop.code, int) else stop.code or 0
     exit_now(code)
-
-
-def exit_now(code: int) -> NoReturn:
-    """End the process as the interpreter's exit does, without its teardown.
-
-    After a command that loaded torch, MLflow and Optuna, CPython's teardown (clearing some
-    4,000 modules, collecting their objects) took 2.7 CPU-seconds on 2-core AMD EPYC, longer
-    than ``gan-study status`` itself. What an exit does that anyone can see is kept, in
-    CPython's order: wait for non-daemon threads, run the ``atexit`` handlers (logging's flush,
-    temporary folders, multiprocessing's children, MLflow's), flush stdout and stderr.
-    """
-    import atexit
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # CPython's own exit hook (private, stable since 3.0); tests/study/test_cli.py
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a reader that has gone (a closed pipe) gets nothing
-            stream.flush()
-    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
