@@ -164,9 +164,9 @@ def _rebuilt(cache_dir, caplog, expected: str) -> Evaluator:
     return model
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def quick_cache(tmp_path_factory):
-    """A cache folder holding a QUICK retrained evaluator."""
+    """A cache folder holding a QUICK retrained evaluator (the tests copy it, never change it)."""
     folder = tmp_path_factory.mktemp("quick")
     return folder, retrained(folder)
 

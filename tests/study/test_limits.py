@@ -173,6 +173,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # a cold CLI process and two studies
 @pytest.mark.usefixtures("evaluator")
 def test_an_invocation_whose_trials_all_failed_exits_1(tmp_path):
     import subprocess
