@@ -184,7 +184,7 @@ def worker(stores: Stores, storage_url: str | None, name: str, experiment: str, 
             t2 = time.perf_counter()
             log_metrics(client, run_id, {"fd": x}, step=0)
             study.tell(trial, x)
-            end_run(client, run_id, "COMPLETE", "FINISHED")
+            end_run(client, run_id, RunEnd.COMPLETE)
             t3 = time.perf_counter()
             trials.append({"number": trial.number, "claim": t1 - t0, "open": t2 - t1, "finish": t3 - t2})
         except Exception as exc:  # measured, not fatal: the row says what broke

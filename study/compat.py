@@ -6,6 +6,9 @@ each against the installed versions, so an upgrade that changes one fails loudly
   the stale ids and write the reason first.
 - The grid sampler of a retry: Optuna's ``GridSampler`` leaves an enqueued trial without a grid
   point and then fails in ``after_trial`` (KeyError 'grid_id') when one point is left.
+- The parameters of an enqueued trial before it draws them: ``enqueue_trial`` keeps them in
+  the trial's system attribute ``fixed_params``, and only the trial's own ``suggest_*`` calls
+  read them publicly; a worker settling a grid race must see another trial's point.
 - The heartbeat of a trial we ask for ourselves: ``optimize`` beats only for the trial it runs;
   the companions a worker trains with it (study/objective.py) need the same thread, which
   Optuna keeps private.
@@ -35,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("gan_study")
 
-__all__ = ["RetryingGridSampler", "empty_tracking_store", "heartbeat", "metric_history_bulk", "seed_tracking_store", "stale_trial_ids"]
+__all__ = ["RetryingGridSampler", "empty_tracking_store", "fixed_params", "heartbeat", "metric_history_bulk", "seed_tracking_store", "stale_trial_ids"]
 
 
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> set[int]:
@@ -44,6 +47,11 @@ def stale_trial_ids(storage: BaseStorage, study_id: int) -> set[int]:
     if interval is None:
         return set()
     return set(storage._get_stale_trial_ids(study_id))  # type: ignore[attr-defined]
+
+
+def fixed_params(t: FrozenTrial) -> dict[str, Any] | None:
+    """The parameter values ``enqueue_trial`` fixed for ``t`` (None when it was not enqueued)."""
+    return t.system_attrs.get("fixed_params")
 
 
 def heartbeat(storage: BaseStorage | None, trial: optuna.Trial) -> contextlib.AbstractContextManager:
@@ -68,7 +76,7 @@ class RetryingGridSampler(optuna.samplers.GridSampler):
         return self._storage_.get_trial_id_from_study_id_trial_number(self._storage_.get_study_id_from_name(study.study_name), trial.number)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        fixed = trial.system_attrs.get("fixed_params")
+        fixed = fixed_params(trial)
         if fixed is not None and "grid_id" not in trial.system_attrs:
             point = tuple(fixed.get(name) for name in self._param_names)
             grid_id = next((i for i, p in enumerate(self._all_grids) if all(self._grid_value_equal(a, b) for a, b in zip(p, point))), None)

@@ -289,7 +289,7 @@ def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna
 
 
 def trials_left(study: optuna.Study, target_trials: int) -> int:
-    """Trials still to run: the free slots and the queued trials (as ``TrialRunner.companions``)."""
+    """Trials still to run: the free slots and the queued trials (as ``study.slots.companions``)."""
     trials = study.get_trials(deepcopy=False)
     free = target_trials - sum(1 for t in trials if counts(t))
     queued = sum(1 for t in trials if t.state == TrialState.WAITING and not TrialRecord.from_trial(t).surplus)

@@ -17,18 +17,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 import gan
 
+from . import record
 from .record import Tag
 from .faults import write_failure
 from .tracking import creation_race, retry
 
-__all__ = ["CurveLogger", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
+__all__ = ["CurveLogger", "RunEnd", "TrialRuns", "describe_experiment", "end_run", "log_artifacts", "log_metrics", "run_name", "source_tags", "start_run"]
 
 MAX_RUN_NAME = 120  # readable in the MLflow UI's run list (MLflow itself allows 250)
 MAX_EXPERIMENT_TAG = 20_000  # MLflow refuses a longer experiment tag value (the seeds spec with its claims is ~60k)
@@ -118,13 +120,66 @@ def start_run(client, experiment_id: str, name: str, tags: dict[str, str], paren
     return retry(lambda: client.create_run(experiment_id, run_name=name, tags=all_tags)).info.run_id
 
 
-def end_run(client, run_id: str, state: str, status: str, reason: str | None = None) -> None:
-    """Tag the run with its Optuna state (and why), then end it with MLflow ``status``."""
+class RunEnd(Enum):
+    """How a trial's MLflow run ends: the Optuna state it is tagged with, and MLflow's status."""
+
+    COMPLETE = ("COMPLETE", "FINISHED")
+    PRUNED = ("PRUNED", "FINISHED")
+    FAILED = ("FAIL", "FAILED")
+    KILLED = ("FAIL", "KILLED")  # interrupted (Ctrl-C, SIGTERM)
+
+
+def end_run(client, run_id: str, end: RunEnd, reason: str | None = None) -> None:
+    """Tag the run with its Optuna state (and why), then end it with its MLflow status."""
+    state, status = end.value
     tags = [RunTag(Tag.TRIAL_STATE, state)]
     if reason:
         tags.append(RunTag(Tag.REASON, reason[:5000]))
     retry(lambda: client.log_batch(run_id, tags=tags))
     retry(lambda: client.set_terminated(run_id, status))
+
+
+@dataclass
+class TrialRuns:
+    """A trial's MLflow runs: its own first, then one per repeat when it trains several seeds;
+    the trial's record (Optuna) keeps their ids."""
+
+    client: Any
+    experiment_id: str
+    parent: str | None  # the invocation's run
+    ids: list[str] = field(default_factory=list)
+
+    def open(self, trial: Any, tags: dict[str, str], params: list[Param]) -> str:
+        """The trial's own run, with its tags and parameters."""
+        run_id = start_run(self.client, self.experiment_id, run_name(trial.number, trial.params), tags, self.parent)
+        self.ids.append(run_id)
+        record.write(trial, mlflow_run_id=run_id)
+        retry(lambda: self.client.log_batch(run_id, params=params))
+        return run_id
+
+    def open_repeat(self, trial: Any, cfg: gan.TrainConfig, r: int, tags: dict[str, str]) -> str:
+        """A run for repeat ``r`` under the trial's run."""
+        target = start_run(self.client, self.experiment_id, f"trial-{trial.number}-seed-{cfg.seed}",
+                           {**tags, Tag.ROLE: "repeat", Tag.CURVES: "true", Tag.REPEAT: str(r)}, self.ids[0])
+        self.ids.append(target)
+        record.write(trial, repeat_run_ids=self.ids[1:])
+        retry(lambda: self.client.log_batch(target, params=[Param(k, str(v)) for k, v in cfg.to_dict().items()]))
+        return target
+
+    def end(self, end: RunEnd, reason: str | None = None) -> None:
+        for rid in self.ids:
+            end_run(self.client, rid, end, reason)
+
+    def end_failed(self, end: RunEnd, reason: str) -> bool:
+        """End every run of a failed trial; False where a store call failed (the next worker's
+        reconcile closes those runs)."""
+        ended = True
+        for rid in self.ids:
+            try:
+                end_run(self.client, rid, end, reason)
+            except Exception:  # noqa: BLE001 - the others still end
+                ended = False
+        return ended
 
 
 @dataclass

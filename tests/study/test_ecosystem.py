@@ -18,6 +18,7 @@ import optuna
 import pytest
 import torch
 
+from study.compat import fixed_params
 from study.record import StudyAttrs, Tag
 from study.spec import SpecError, load_spec, parse_spec
 from tests.common import TINY, gan_study, journal_study, mlflow_runs, write_spec
@@ -97,7 +98,7 @@ def test_enqueue_once_across_calls(tmp_path):
     assert enqueue_once(study, spec, stores) == 2
     assert enqueue_once(study, spec, stores) == 0  # a resume, another worker: nothing more
     waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
-    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}]
+    assert [fixed_params(t) for t in waiting] == [{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}]
     assert study.user_attrs[StudyAttrs.ENQUEUED] == 2
 
 
