@@ -53,7 +53,7 @@ from optuna.trial import TrialState
 from study import record
 from study.compat import heartbeat
 from study.recovery import reconcile, worker_identity
-from study.runs import end_run, log_metrics, run_name, start_run
+from study.runs import RunEnd, end_run, log_metrics, run_name, start_run
 from study.tracking import Stores
 from mlflow.entities import Param
 
