@@ -25,7 +25,7 @@ import yaml
 
 import gan
 from gan.config import resolve_device
-from study.evaluation import load_evaluation
+from study.trials.evaluation import load_evaluation
 
 METRICS = ("fd", "kl_uniform", "confidence", "modes")
 

@@ -27,9 +27,9 @@ from optuna.trial import TrialState
 from gan import metrics as gm
 from gan.errors import GanStudyError
 from gan.plots import compact_png
-from study.best import best_of
-from study.compat import metric_history_bulk
-from study.record import StudyAttrs, Tag, TrialRecord
+from study.storage.best import best_of
+from study.storage.compat import metric_history_bulk
+from study.storage.record import StudyAttrs, Tag, TrialRecord
 
 log = logging.getLogger("gan_study.reports")
 
@@ -96,7 +96,7 @@ class StudyData:
     name: str
     spec_raw: dict[str, Any]
     spec: Any
-    """The parsed :class:`study.spec.StudySpec`, or None when the stored spec no longer parses."""
+    """The parsed :class:`study.spec.spec.StudySpec`, or None when the stored spec no longer parses."""
     objectives: list[tuple[str, str]]
     """(metric, direction) per objective."""
     repeats: int
@@ -146,7 +146,7 @@ class StudyData:
         return self.by_state("COMPLETE")
 
     def best_trial(self) -> TrialInfo | None:
-        """The best complete trial (:func:`study.best.best_of`, the one ``run`` registers)."""
+        """The best complete trial (:func:`study.storage.best.best_of`, the one ``run`` registers)."""
         return best_of(self.complete, [StudyDirection[direction.upper()] for _, direction in self.objectives])
 
 
@@ -211,7 +211,7 @@ def _parse_spec(raw: dict[str, Any]):
     if not raw:
         return None
     try:
-        from study.spec import parse_spec
+        from study.spec.spec import parse_spec
 
         return parse_spec(raw, where="stored spec")
     except Exception as exc:  # a spec of an older version: report from the raw dict

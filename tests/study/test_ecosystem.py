@@ -18,9 +18,9 @@ import optuna
 import pytest
 import torch
 
-from study.compat import fixed_params
-from study.record import StudyAttrs, Tag
-from study.spec import SpecError, load_spec, parse_spec
+from study.storage.compat import fixed_params
+from study.storage.record import StudyAttrs, Tag
+from study.spec.spec import SpecError, load_spec, parse_spec
 from tests.common import TINY, gan_study, journal_study, mlflow_runs, write_spec
 
 pytestmark = pytest.mark.slow  # real studies end to end
@@ -89,8 +89,8 @@ def test_bad_enqueue_is_a_one_line_error(enqueue, message):
 
 
 def test_enqueue_once_across_calls(tmp_path):
-    from study.enqueue import enqueue_once
-    from study.tracking import Stores
+    from study.spec.enqueue import enqueue_once
+    from study.storage.tracking import Stores
 
     stores = Stores.resolve(tmp_path)
     spec = _spec(enqueue=[{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}])
