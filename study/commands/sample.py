@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import gan
+from gan import metrics as gm
 from gan.errors import GanStudyError
 from gan.plots import save_grid
 
@@ -59,5 +60,6 @@ def sample_command(stores: Stores, study_name: str, *, trial: int | None, n: int
         save_grid(images, tmp, nrow=max(1, math.isqrt(n - 1) + 1) if n > 1 else 1)
     os.replace(tmp, path)
     metrics = TrialRecord.from_trial(chosen).metrics
-    shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("fd", "modes", "is") if isinstance(metrics.get(k), (int, float)))
+    shown = ", ".join(f"{m.name}={metrics[m.name]:.4g}" for m in gm.metrics_of("score", shown=True)
+                      if isinstance(metrics.get(m.name), (int, float)))
     return f"{path}: {n} samples of trial {chosen.number} ({shown}) from the {source}"
