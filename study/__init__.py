@@ -18,7 +18,7 @@ _HOMES = {
     "RunOptions": "trials.runner", "StudyFailed": "trials.runner", "StudyOutcome": "trials.runner", "run_study": "trials.runner",
     "StudyAttrs": "storage.record", "Tag": "storage.record", "TrialRecord": "storage.record",
     "SpecError": "spec.spec", "StudySpec": "spec.spec", "builtin_specs": "spec.spec", "load_spec": "spec.spec", "parse_spec": "spec.spec",
-    "StoreError": "storage.tracking", "Stores": "storage.tracking",
+    "StoreError": "storage.errors", "Stores": "storage.tracking",
 }
 __all__ = sorted(_HOMES)
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except GanStudyError as exc:
-        from .storage.tracking import mask_url
+        from .storage.errors import mask_url
 
         print(f"gan-study: error: {mask_url(' '.join(str(exc).split()))}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in summary_lines(result, spec, opts.stores, time.monotonic() - STARTED, args.data_dir):
         print(line, flush=True)
     if result.ran and result.ran_failed == result.ran:  # nothing this invocation ran came to a result
-        from .storage.tracking import mask_url
+        from .storage.errors import mask_url
 
         why = mask_url(" ".join((result.last_failure or "no reason recorded").split()))
         print(f"gan-study: error: all {result.ran} trial(s) this run started failed (last: {why}); "
@@ -185,7 +185,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", stores.tracking_uri, "--host", args.host, "--port", str(args.port)]
     if stores.artifact_root:
         command += ["--default-artifact-root", stores.artifact_root]
-    from .storage.tracking import mask_url
+    from .storage.errors import mask_url
 
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
     # MLflow 3.17's UI opens an experiment on its GenAI overview even when the experiment is

@@ -11,7 +11,8 @@ from typing import Any
 
 from gan.errors import GanStudyError
 
-from ..storage.tracking import Stores, mask_url
+from ..storage.errors import mask_url
+from ..storage.tracking import Stores
 
 __all__ = ["DashboardMissing", "serve_dashboard"]
 

@@ -10,7 +10,8 @@ import optuna
 from gan import metrics as gm
 
 from ..storage.record import TrialRecord
-from ..storage.tracking import StoreError, Stores, mask_url
+from ..storage.errors import StoreError, mask_url
+from ..storage.tracking import Stores
 
 __all__ = ["open_existing_study", "status_table", "study_names", "trial_rows"]
 

@@ -14,10 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.request import url2pathname
 
-from .tracking import StoreError, Stores, exception_chain
+from .errors import StoreError, exception_chain
+
+if TYPE_CHECKING:
+    from .tracking import Stores
 
 __all__ = ["WriteError", "check_store_files", "journal_torn", "settled", "sqlite_problem", "write_failure"]
 

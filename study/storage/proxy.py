@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from .store_checks import CHECK_TIMEOUT
-from .tracking import StoreError
+from .errors import StoreError
 
 __all__ = ["PROXY_COMMAND", "check_proxy", "open_proxy", "proxy_address"]
 

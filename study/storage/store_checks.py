@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .tracking import StoreError, first_line, mask_url
+from .errors import StoreError, first_line, mask_url
 
 __all__ = ["CHECK_TIMEOUT", "RDB_SCHEMES", "check_database", "check_server", "check_writable", "driver_hint", "writable_problem"]
 

@@ -20,32 +20,20 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from gan.errors import GanStudyError
-
+from .errors import StoreError, exception_chain, first_line, mask_url
+from .faults import check_store_files
 from .names import check_name, inside, refuse_links
+from .proxy import check_proxy, open_proxy
+from .store_checks import check_database, check_server, check_writable, driver_hint, writable_problem
 
 T = TypeVar("T")
 log = logging.getLogger("gan_study")
-
-
-class StoreError(GanStudyError):
-    """A storage URL or tracking URI cannot be used, or a study does not exist."""
 
 
 HEARTBEAT_ENV = "GAN_STUDY_HEARTBEAT"
 """``INTERVAL[,GRACE]`` in seconds: how often a running trial proves its worker is alive, and
 how long without a sign of life before another worker fails the trial (RDB storages only)."""
 DEFAULT_HEARTBEAT = (30, 90)
-
-
-def mask_url(text: str) -> str:
-    """``postgresql://user:***@host/db``: passwords never reach a log or the terminal.
-
-    Works on any text that contains URLs (error messages too); a password holding '@' is
-    masked up to the last '@' before the host, and ``password=...`` of a DSN likewise.
-    """
-    text = re.sub(r"(://[^:/@\s'\"]*:)[^\s/'\"]*@", r"\1***@", text)
-    return re.sub(r"(password=)[^\s&'\"]+", r"\1***", text, flags=re.IGNORECASE)
 
 
 def heartbeat_setting(value: str | None = None) -> tuple[int, int]:
@@ -114,8 +102,6 @@ class Stores:
         The Optuna storage and the tracking store must answer (within a few seconds), and the
         work folder must be creatable where the embedded stores need it.
         """
-        from .store_checks import check_database, check_server, check_writable
-
         self.check_storage()
         scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in self.tracking_uri else ""
         if scheme in ("http", "https"):
@@ -134,18 +120,12 @@ class Stores:
     def check_storage(self) -> None:
         """A database or gRPC proxy storage answers (the journal file is checked by check_files)."""
         if self.proxied:
-            from .proxy import check_proxy
-
             check_proxy(self.storage_url)
         elif not self.embedded:
-            from .store_checks import check_database
-
             check_database(self.storage_url, "Optuna storage", "--storage")
 
     def check_files(self, writing: bool) -> None:
         """The embedded stores' files are whole (:func:`study.storage.faults.check_store_files`)."""
-        from .faults import check_store_files
-
         check_store_files(self, writing)
 
     @property
@@ -158,8 +138,6 @@ class Stores:
     def check_artifacts(self, study_name: str) -> None:
         """The embedded artifact folder, and the study's in it, can be written: a read-only one
         is refused before anything is written (a later write failure stops the run instead)."""
-        from .store_checks import writable_problem
-
         root = self.artifact_folder
         if root is None:
             return
@@ -197,8 +175,6 @@ class Stores:
                 raise StoreError(f"the Optuna journal {self.storage_url} is corrupt ({first_line(exc)}): restore it from a "
                                  "backup; gan-study never writes to it") from exc
         if self.proxied:
-            from .proxy import open_proxy
-
             return open_proxy(self.storage_url)
         kwargs: dict[str, Any] = {}
         if self.storage_url.startswith("sqlite"):
@@ -213,8 +189,6 @@ class Stores:
                 # tables; the losers find them on a second try.
                 return retry(lambda: optuna.storages.RDBStorage(self.storage_url, **hb, **kwargs, skip_table_creation=not create), attempts=4 if create else 1, transient=creation_race)
         except Exception as exc:
-            from .store_checks import driver_hint
-
             if not create:
                 raise StoreError(f"no Optuna studies in {mask_url(self.storage_url)} ({first_line(exc)}): run one with 'gan-study run'") from exc
             raise StoreError(
@@ -291,16 +265,6 @@ GRPC_TRANSIENT = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")  # t
 TRANSIENT_MLFLOW_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED")
 
 
-def exception_chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions it was raised from or while handling (explicit cause first)."""
-    out: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in out and len(out) < 10:
-        out.append(current)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    return out
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether a store call that raised ``exc`` may succeed if made again.
 
@@ -358,9 +322,3 @@ def creation_race(exc: BaseException) -> bool:
         and re.search(r"already exists|duplicate key", str(e), re.IGNORECASE)
         for e in exception_chain(exc)
     )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, passwords masked."""
-    text = str(exc).strip() or type(exc).__name__
-    return mask_url(text.splitlines()[0])

@@ -16,7 +16,7 @@ from gan.evaluator import load_evaluator
 from gan.losses import realness
 from gan.sampling import generate
 
-from ..storage.tracking import StoreError
+from ..storage.errors import StoreError
 from .training import EVAL_SEED
 
 __all__ = ["Evaluation", "load_evaluation"]

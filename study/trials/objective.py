@@ -42,7 +42,8 @@ from ..storage.record import Tag, TrialRecord
 from ..storage.runs import RunEnd, TrialRuns, end_run, log_artifacts, log_metrics, source_tags
 from .slots import claim, companions, give_up, grid_twin
 from ..spec.spec import StudySpec
-from ..storage.tracking import Stores, mask_url, retry
+from ..storage.errors import mask_url
+from ..storage.tracking import Stores, retry
 from .training import RunTraining, train_runs
 
 __all__ = ["TrialRunner", "failure_reason"]

@@ -14,7 +14,7 @@ from gan.evaluator import CACHE_FILE
 from ..spec.limits import gpu_jobs_problem, jobs_problem, training_memory_problem
 from ..storage.names import inside
 from ..storage.store_checks import writable_problem
-from ..storage.tracking import StoreError
+from ..storage.errors import StoreError
 
 if TYPE_CHECKING:
     import torch

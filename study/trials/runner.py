@@ -41,7 +41,8 @@ from ..storage.registry import register_best
 from ..storage.runs import describe_experiment, log_artifacts, source_tags, start_run
 from ..spec.samplers import effective_spec, open_study, spec_hash
 from ..spec.spec import StudySpec
-from ..storage.tracking import Stores, mask_url, retry
+from ..storage.errors import mask_url
+from ..storage.tracking import Stores, retry
 
 __all__ = ["RunOptions", "StudyFailed", "StudyOutcome", "run_study", "worker_loop"]
 

@@ -18,7 +18,8 @@ from benchmarks.storage_scale import start_proxy
 from study.storage.proxy import proxy_address
 from study.storage.record import Tag, TrialRecord, attrs
 from study.trials.recovery import may_take_over
-from study.storage.tracking import StoreError, Stores, is_transient
+from study.storage.errors import StoreError
+from study.storage.tracking import Stores, is_transient
 from tests.common import gan_study, mlflow_runs, write_spec
 
 

@@ -410,7 +410,7 @@ def test_bad_input_table_has_enough_cases():
 
 
 def test_passwords_are_masked_in_any_text():
-    from study.storage.tracking import mask_url
+    from study.storage.errors import mask_url
 
     assert mask_url("postgresql://gan:hunter2@db:5432/optuna") == "postgresql://gan:***@db:5432/optuna"
     assert mask_url("cannot reach 'postgresql+psycopg://u:p%40ss@10.0.0.5/x': refused") == "cannot reach 'postgresql+psycopg://u:***@10.0.0.5/x': refused"
