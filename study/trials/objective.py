@@ -43,7 +43,7 @@ from ..storage.runs import RunEnd, TrialRuns, end_run, log_artifacts, log_metric
 from .slots import claim, companions, give_up, grid_twin
 from ..spec.spec import StudySpec
 from ..storage.errors import mask_url
-from ..storage.tracking import Stores, retry
+from ..storage.tracking import Stores
 from .training import RunTraining, train_runs
 
 __all__ = ["TrialRunner", "failure_reason"]
