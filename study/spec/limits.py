@@ -161,7 +161,7 @@ def spec_configs(spec: StudySpec) -> Iterator[tuple[str, TrainConfig]]:
     """
     from gan import ConfigError
 
-    from .space import _condition_bases
+    from .space import condition_bases  # here, not at the top: space imports gan (torch), which this module never needs to refuse a size
 
     try:
         yield "fixed", spec.config_for({}, seed=0)
@@ -177,7 +177,7 @@ def spec_configs(spec: StudySpec) -> Iterator[tuple[str, TrainConfig]]:
         else:
             values = [(f"space.{p.name}={label!r}", p.decode(label)) for label in p.labels()]
         for where, overrides in values:
-            for base in [{**b, **c} for b in [{}, *others] for c in _condition_bases(spec.space, p)]:
+            for base in [{**b, **c} for b in [{}, *others] for c in condition_bases(spec.space, p)]:
                 try:
                     yield where, spec.config_for({**base, **overrides}, seed=0)
                     break

@@ -17,7 +17,7 @@ from gan.errors import GanStudyError
 if TYPE_CHECKING:
     from .spec import StudySpec
 
-__all__ = ["Param", "SpecError", "SweepPoint", "active_labels", "field_kind", "label_of"]
+__all__ = ["Param", "SpecError", "SweepPoint", "active_labels", "condition_bases", "field_kind", "label_of"]
 
 RESERVED = ("seed", "device", "budget", "budget_unit")
 SPACE_FIELDS = tuple(f for f in FIELDS if f not in RESERVED)
@@ -288,7 +288,7 @@ def _config(values: dict[str, Any], where: str) -> TrainConfig:
         raise SpecError(f"{where}: {exc}") from exc
 
 
-def _condition_bases(space: tuple[Param, ...], p: Param) -> list[dict[str, Any]]:
+def condition_bases(space: tuple[Param, ...], p: Param) -> list[dict[str, Any]]:
     """Config overrides under which ``p`` is drawn: one per combination of its conditions' values
     (with each parent's own first condition met too)."""
     if not p.when:
@@ -296,7 +296,7 @@ def _condition_bases(space: tuple[Param, ...], p: Param) -> list[dict[str, Any]]
     by_name = {q.name: q for q in space}
     options = []
     for parent, allowed in p.when:
-        base = _condition_bases(space, by_name[parent])[0]
+        base = condition_bases(space, by_name[parent])[0]
         options.append([{**base, **by_name[parent].decode(label)} for label in allowed])
     return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*options)]
 
@@ -315,7 +315,7 @@ def check_values(spec: StudySpec) -> None:
             values = [(f"space.{p.name}: {end}={getattr(p, end)} is invalid", {p.name: getattr(p, end)}) for end in ("low", "high")]
         else:
             values = [(f"space.{p.name}: value {label!r} is invalid in every combination", p.decode(label)) for label in p.labels()]
-        conditions = _condition_bases(spec.space, p)
+        conditions = condition_bases(spec.space, p)
         for shown, overrides in values:
             first_error = None
             for base in [{**b, **c} for b in [{}] + [b for name, b in others if name != p.name] for c in conditions]:
