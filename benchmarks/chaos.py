@@ -35,8 +35,8 @@ from pathlib import Path
 
 import yaml
 
-from study.record import Tag, TrialRecord
-from study.tracking import Stores
+from study.storage.record import Tag, TrialRecord
+from study.storage.tracking import Stores
 
 from .servers import MlflowServer, PostgresServer, pg_bindir
 
@@ -177,7 +177,7 @@ def check(result: Soak, stores: Stores, folder: Path, env: dict[str, str]) -> No
         left = [t.number for t in trials if t.state == state]
         if left:
             result.problems.append(f"trials left {state.name}: {left}")
-    # a second retry of one failure gives itself up as surplus before training (TrialRunner.claim): not a duplicate
+    # a second retry of one failure gives itself up as surplus before training (study.trials.slots.claim): not a duplicate
     retries = collections.Counter(r.retry_of for r in records.values() if r.retry_of is not None and not r.surplus)
     surplus = sum(1 for r in records.values() if r.surplus)
     failed = [t for t in trials if t.state == TrialState.FAIL and t.params and records[t.number].retry_of is None and not records[t.number].surplus]

@@ -24,10 +24,9 @@ import torch
 import yaml
 
 import gan
+from gan import metrics as gm
 from gan.config import resolve_device
-from study.evaluation import load_evaluation
-
-METRICS = ("fd", "kl_uniform", "confidence", "modes")
+from study.trials.evaluation import load_evaluation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     configs = [base.replace(seed=s) for s in range(args.seeds)]
 
     def scored(result: gan.TrainResult) -> dict[str, float]:
+        """Every registered score the evaluation measured (``d_acc_generated``, D's own, included)."""
         values, _ = evaluation.score(result.generator, result.discriminator, result.config, args.samples)
-        return {m: float(values[m]) for m in METRICS}
+        return {m.name: float(values[m.name]) for m in gm.metrics_of("score") if isinstance(values.get(m.name), (int, float))}
 
     start = time.perf_counter()
     solo = [scored(gan.train(cfg, evaluation.data)) for cfg in configs]
@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{args.arch} {args.steps} steps, batch {base.batch_size}, seeds 0..{args.seeds - 1}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; solo runs {solo_s:.0f} s, population {population_s:.0f} s (scoring included)")
-    print(f"{'metric':<11} {'solo mean':>10} {'sd':>8} {'range':>19} {'members':>10} {'diff/sd':>8} {'within':>7}")
+    print(f"{'metric':<15} {'solo mean':>10} {'sd':>8} {'range':>19} {'members':>10} {'diff/sd':>8} {'within':>7}")
     line = [f"population_spread seeds={args.seeds}"]
-    for m in METRICS:
+    for m in solo[0]:
         a, b = [r[m] for r in solo], [r[m] for r in members]
         sd = statistics.stdev(a)
         diff = (statistics.fmean(b) - statistics.fmean(a)) / sd if sd > 0 else 0.0
         within = sum(min(a) <= v <= max(a) for v in b)
-        print(f"{m:<11} {statistics.fmean(a):>10.4f} {sd:>8.4f} {f'[{min(a):.4f}, {max(a):.4f}]':>19} "
+        print(f"{m:<15} {statistics.fmean(a):>10.4f} {sd:>8.4f} {f'[{min(a):.4f}, {max(a):.4f}]':>19} "
               f"{statistics.fmean(b):>10.4f} {diff:>+8.2f} {within:>4}/{len(b)}")
         line.append(f"{m}_diff_sd={diff:+.2f} {m}_within={within}/{len(b)}")
     print(" ".join(line))

@@ -29,10 +29,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 import gan
 from gan.config import resolve_device
-from study.evaluation import load_evaluation
-from study.runner import RunOptions, run_study
-from study.spec import StudySpec, load_spec
-from study.tracking import Stores
+from study.trials.evaluation import load_evaluation
+from study.trials.runner import RunOptions, run_study
+from study.spec.spec import StudySpec, load_spec
+from study.storage.tracking import Stores
 
 
 def trained_steps(t: FrozenTrial) -> int:

@@ -10,7 +10,7 @@ server). PostgreSQL, the MLflow server and the proxy are started here on free lo
 
 For each kind and worker count, N worker processes run no-op trials on one fresh study for
 ``--seconds`` (at most ``--max-trials`` each), through gan-study's own store code (``Stores``,
-its journal lock, ``reconcile``, ``record``, ``study.runs``), timing per trial:
+its journal lock, ``reconcile``, ``record``, ``study.storage.runs``), timing per trial:
 
 - claim: what a gan-study worker does from one trial to the next until its trial is RUNNING
   with its record: ``reconcile`` (under the journal lock on the journal), ``get_trials``,
@@ -50,11 +50,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from study import record
-from study.compat import heartbeat
-from study.recovery import reconcile, worker_identity
-from study.runs import end_run, log_metrics, run_name, start_run
-from study.tracking import Stores
+from study.storage import record
+from study.storage.compat import heartbeat
+from study.trials.recovery import reconcile, worker_identity
+from study.storage.runs import RunEnd, end_run, log_metrics, run_name, start_run
+from study.storage.tracking import Stores
 from mlflow.entities import Param
 
 from .servers import MlflowServer, PostgresServer, free_port, pg_bindir
@@ -184,7 +184,7 @@ def worker(stores: Stores, storage_url: str | None, name: str, experiment: str, 
             t2 = time.perf_counter()
             log_metrics(client, run_id, {"fd": x}, step=0)
             study.tell(trial, x)
-            end_run(client, run_id, "COMPLETE", "FINISHED")
+            end_run(client, run_id, RunEnd.COMPLETE)
             t3 = time.perf_counter()
             trials.append({"number": trial.number, "claim": t1 - t0, "open": t2 - t1, "finish": t3 - t2})
         except Exception as exc:  # measured, not fatal: the row says what broke

@@ -24,7 +24,7 @@ import optuna
 import torch
 
 from benchmarks.pruning import run
-from study.spec import load_spec, parse_spec
+from study.spec.spec import load_spec, parse_spec
 
 
 SEARCH = {

@@ -198,7 +198,7 @@ def measure_score(generator, data_dir, log) -> dict[str, float]:
 def _async_curve_logger():
     """The study's CurveLogger as it was before 2026-11-23: MLflow's asynchronous log_batch for
     every records block (kept here as the comparison that made the study flush in batches)."""
-    from study.runs import MLFLOW_BATCH, CurveLogger
+    from study.storage.runs import MLFLOW_BATCH, CurveLogger
 
     @dataclass
     class AsyncCurveLogger(CurveLogger):
@@ -224,9 +224,9 @@ def measure_mlflow(data, steps: int, batch: int, rounds: int, log) -> dict:
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from study.training import MAX_CURVE_POINTS
-    from study.runs import CurveLogger
-    from study.tracking import Stores
+    from study.trials.training import MAX_CURVE_POINTS
+    from study.storage.runs import CurveLogger
+    from study.storage.tracking import Stores
 
     cfg = TrainConfig(batch_size=batch, budget=steps, device="cpu")
     window = math.ceil(steps / MAX_CURVE_POINTS)
@@ -245,7 +245,7 @@ def measure_mlflow(data, steps: int, batch: int, rounds: int, log) -> dict:
                 for name, logger in variants.items():
                     run_id = client.create_run(experiment, run_name=f"{name}-{r}").info.run_id
                     curves = logger(client, run_id, window) if logger else None
-                    records_every = window * math.ceil(100 / window)  # as study.training.RunTraining
+                    records_every = window * math.ceil(100 / window)  # as study.trials.training.RunTraining
                     start, cpu_start = time.perf_counter(), _own_seconds()
                     gan.train(cfg, data, on_records=curves, records_every=records_every)
                     if curves is not None:

@@ -34,7 +34,7 @@ from .members import copy_buffers, optimizer, penalty_weights, seeded_models
 from .models import IMAGE_PIXELS, DCGANGenerator
 from .records import Records
 
-__all__ = ["MEMBER_FIELDS", "population_support", "shape_key", "train_population"]
+__all__ = ["MEMBER_FIELDS", "batching_pays", "population_support", "populations", "shape_key", "train_population"]
 
 MEMBER_FIELDS = ("seed", "lr_g", "lr_d", "beta1", "beta2", "momentum", "d_dropout", "real_label", "gp_weight")
 """The fields population members may differ in; they must share every other (shape) field."""
@@ -51,6 +51,25 @@ def shape_key(cfg: TrainConfig) -> tuple[tuple[str, Any], ...]:
     """The fields population members share, with ``cfg``'s values: configs of equal keys (and
     :func:`population_support`) can train as one population."""
     return tuple((f, getattr(cfg, f)) for f in FIELDS if f not in MEMBER_FIELDS)
+
+
+def batching_pays(cfg: TrainConfig) -> bool:
+    """Whether a population of ``cfg``'s shape trains faster than its members one at a time.
+    Not DCGANs on the CPU: there a grouped conv is no faster than one conv per member, and a
+    population of 4 ran at x0.94 of solo runs (docs/performance.md)."""
+    return not (cfg.arch == "dcgan" and cfg.resolved_device().type == "cpu")
+
+
+def populations(configs: Sequence[TrainConfig], size: int, *, where_faster: bool = False) -> list[list[int]]:
+    """The indices of ``configs`` in populations of up to ``size``: configs of one
+    :func:`shape_key` together, in order of first appearance. A config trains alone where it
+    cannot train in a population (:func:`population_support`) and, ``where_faster``, where its
+    population would be no faster (:func:`batching_pays`)."""
+    groups: dict[Any, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        alone = population_support(cfg) is not None or (where_faster and not batching_pays(cfg))
+        groups.setdefault(("alone", i) if alone else shape_key(cfg), []).append(i)
+    return [group[first:first + size] for group in groups.values() for first in range(0, len(group), size)]
 
 
 def _check(configs: Sequence[TrainConfig]) -> None:

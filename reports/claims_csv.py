@@ -37,7 +37,7 @@ def _num(x: float | int | None) -> str:
 
 
 def rows_of(judgements: Sequence[Judgement]) -> list[dict[str, str]]:
-    from study.quantities import points_needed
+    from study.spec.quantities import points_needed
 
     rows = []
     for j in judgements:

@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 
 from gan import metrics as gm
-from study.record import StudyAttrs, TrialRecord
-from study.registry import best_trial
+from study.storage.record import StudyAttrs, TrialRecord
+from study.storage.registry import best_trial
 
 from .data import ReportError, load_floors
 from .doc import Heading, Table, Text, to_markdown, to_pdf

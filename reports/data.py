@@ -11,8 +11,6 @@ import functools
 import json
 import logging
 import math
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,10 +24,10 @@ from optuna.trial import TrialState
 
 from gan import metrics as gm
 from gan.errors import GanStudyError
-from gan.plots import compact_png
-from study.best import best_of
-from study.compat import metric_history_bulk
-from study.record import StudyAttrs, Tag, TrialRecord
+from study.storage.best import best_of
+from study.storage.record import StudyAttrs, Tag, TrialRecord
+
+from .mlflow_runs import attach_runs, copy_best_artifacts, describe_invocation, fetch_curves, find_experiment, search_runs
 
 log = logging.getLogger("gan_study.reports")
 
@@ -96,7 +94,7 @@ class StudyData:
     name: str
     spec_raw: dict[str, Any]
     spec: Any
-    """The parsed :class:`study.spec.StudySpec`, or None when the stored spec no longer parses."""
+    """The parsed :class:`study.spec.spec.StudySpec`, or None when the stored spec no longer parses."""
     objectives: list[tuple[str, str]]
     """(metric, direction) per objective."""
     repeats: int
@@ -146,7 +144,7 @@ class StudyData:
         return self.by_state("COMPLETE")
 
     def best_trial(self) -> TrialInfo | None:
-        """The best complete trial (:func:`study.best.best_of`, the one ``run`` registers)."""
+        """The best complete trial (:func:`study.storage.best.best_of`, the one ``run`` registers)."""
         return best_of(self.complete, [StudyDirection[direction.upper()] for _, direction in self.objectives])
 
 
@@ -160,14 +158,14 @@ def load(study: optuna.Study, stores, figures: Path, data_dir: str | None = None
     trials = [_trial_info(t) for t in study.get_trials(deepcopy=False)]
     _fill_sweep(trials, spec)
 
-    client, experiment_id, note = _experiment(stores, study.study_name)
+    client, experiment_id, note = find_experiment(stores, study.study_name)
     invocations: list[dict[str, Any]] = []
     curves = pd.DataFrame(columns=["trial", "repeat", "key", "step", "value"])
     if experiment_id is not None:
-        runs = _search_runs(client, experiment_id)
-        invocations = [_invocation(r) for r in runs if r.data.tags.get(Tag.ROLE) == "invocation"]
+        runs = search_runs(client, experiment_id)
+        invocations = [describe_invocation(r) for r in runs if r.data.tags.get(Tag.ROLE) == "invocation"]
         invocations.sort(key=lambda r: r["start"] or 0)
-        _attach_runs(trials, runs)
+        attach_runs(trials, runs)
         curve_runs = [(t.number, rid, rep) for t in trials if t.state == "COMPLETE" for rid, rep in t.curve_runs]
         # The figures' curves: per step, and scores at every evaluation (step 0 and the end included).
         drawn = tuple(m.name for m in gm.over_training() if m.panel)
@@ -211,7 +209,7 @@ def _parse_spec(raw: dict[str, Any]):
     if not raw:
         return None
     try:
-        from study.spec import parse_spec
+        from study.spec.spec import parse_spec
 
         return parse_spec(raw, where="stored spec")
     except Exception as exc:  # a spec of an older version: report from the raw dict
@@ -266,118 +264,6 @@ def _fill_sweep(trials: list[TrialInfo], spec) -> None:
         if t.sweep is None and t.params.get("point") in points:
             p = points[t.params["point"]]
             t.sweep = {"point": p.label, "factor": p.factor, "value": p.value}
-
-
-def _experiment(stores, name: str):
-    uri = str(stores.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():  # don't create an empty store
-        return None, None, f"no MLflow store at {uri}: curves, artifacts and the device are not shown"
-    try:
-        client = stores.mlflow()
-        experiment = client.get_experiment_by_name(name)
-    except Exception as exc:
-        return None, None, f"the MLflow store could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    if experiment is None:
-        return client, None, f"no MLflow experiment named {name!r}: curves, artifacts and the device are not shown"
-    return client, experiment.experiment_id, ""
-
-
-def _search_runs(client, experiment_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _invocation(run) -> dict[str, Any]:
-    return {
-        "run_id": run.info.run_id,
-        "params": dict(run.data.params),
-        "status": run.info.status,
-        "start": run.info.start_time,
-        "end": run.info.end_time,
-        "host": run.data.tags.get(Tag.HOST),
-        "commit": run.data.tags.get(Tag.GIT_COMMIT),
-    }
-
-
-def _attach_runs(trials: list[TrialInfo], runs: list) -> None:
-    """Fill curve runs from MLflow tags where the trial's user attributes lack them."""
-    by_trial: dict[int, list[tuple[str, int]]] = {}
-    for r in runs:
-        tags = r.data.tags
-        if tags.get(Tag.CURVES) != "true" or Tag.TRIAL_NUMBER not in tags:
-            continue
-        try:
-            number = int(tags[Tag.TRIAL_NUMBER])
-        except ValueError:
-            continue
-        by_trial.setdefault(number, []).append((r.info.run_id, int(tags.get(Tag.REPEAT, 0))))
-    for t in trials:
-        if not t.curve_runs and t.number in by_trial:
-            t.curve_runs = sorted(by_trial[t.number], key=lambda x: x[1])
-
-
-def fetch_curves(client, runs: list[tuple[int, str, int]], keys: tuple[str, ...]) -> pd.DataFrame:
-    """Metric histories of many runs: one query per key on SQL stores, else one call per run."""
-    columns = ["trial", "repeat", "key", "step", "value"]
-    if not runs:
-        return pd.DataFrame(columns=columns)
-    meta = {rid: (trial, rep) for trial, rid, rep in runs}
-    rows: list[tuple] = []
-    ids = list(meta)
-    bulk = {key: metric_history_bulk(client, ids, key) for key in keys}
-    if all(v is not None for v in bulk.values()):
-        for key, found in bulk.items():
-            rows += [(*meta[rid], key, step, value) for rid, step, value in found]
-        return pd.DataFrame(rows, columns=columns)
-
-    def one(job: tuple[str, str]) -> list[tuple]:
-        rid, key = job
-        trial, rep = meta[rid]
-        return [(trial, rep, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for part in pool.map(one, [(rid, key) for rid in ids for key in keys]):
-            rows.extend(part)
-    return pd.DataFrame(rows, columns=columns)
-
-
-BEST_ARTIFACTS = {
-    "grid": "samples/final.png",
-    "samples_20": "final/samples_20.png",
-    "histogram": "final/class_histogram.png",
-    "interpolation": "final/interpolation.png",
-    "arithmetic": "final/latent_arithmetic.png",
-    "metrics_json": "final/metrics.json",
-}
-
-
-def copy_best_artifacts(client, run_id: str, figures: Path) -> dict[str, Path]:
-    """Download the best trial's final artifacts into ``figures`` as best_<kind>.<ext>."""
-    import os
-
-    out: dict[str, Path] = {}
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in the CLI's output
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind, rel in BEST_ARTIFACTS.items():
-            try:
-                local = Path(client.download_artifacts(run_id, rel, tmp))
-            except Exception as exc:
-                log.debug("artifact %s of run %s: %s", rel, run_id, exc)
-                continue
-            if not local.is_file() or local.stat().st_size == 0:
-                continue
-            target = figures / f"best_{kind}{local.suffix}"
-            if local.suffix == ".png":  # runs of older versions logged RGBA pictures
-                compact_png(local, target)
-            else:
-                target.write_bytes(local.read_bytes())
-            out[kind] = target
-    return out
 
 
 def load_floors(spec, data_dir: str | None) -> tuple[dict[str, Any] | None, str]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from study.claims import N_TRAIN, Claim
-from study.quantities import points_needed, window_points
+from study.spec.claims import N_TRAIN, Claim
+from study.spec.quantities import points_needed, window_points
 
 from .analysis import Level
 from .data import StudyData, TrialInfo
@@ -207,7 +207,7 @@ def measure(data: StudyData, run: Run, step: int | None, claim: Claim) -> Measur
 
 
 def curve_statistic(claim: Claim, stat: str, arg: str, steps: np.ndarray, values: np.ndarray) -> tuple[float, bool]:
-    """A statistic of one curve (see study.claims); (value, censored)."""
+    """A statistic of one curve (see study.spec.claims); (value, censored)."""
     if stat == "explodes":
         if not np.isfinite(values).all():
             return 1.0, False
@@ -237,7 +237,7 @@ def curve_statistic(claim: Claim, stat: str, arg: str, steps: np.ndarray, values
         return float(slope * 1000), False
     if stat == "end_resid_sd":
         return (float(np.std(end - (slope * s + intercept), ddof=2)) if len(end) > 2 else math.nan), False
-    raise ValueError(f"unknown statistic {stat!r} in {claim.quantity!r}")  # study.claims checked it: a bug
+    raise ValueError(f"unknown statistic {stat!r} in {claim.quantity!r}")  # study.spec.claims checked it: a bug
 
 
 def _end(values: np.ndarray, window: float) -> np.ndarray:

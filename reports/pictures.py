@@ -1,7 +1,7 @@
 """The images behind the per-value strips: each trial's ``final/pictures.npz`` (first repeat).
 
 The objective stores them as uint8 arrays with the evaluator's predicted digits (see
-``study.objective.final_artifacts``), so a report draws every setting's samples without torch
+``study.trials.training.RunTraining.save_artifacts``), so a report draws every setting's samples without torch
 models or checkpoints.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gan.plots import mosaic
-from study.record import PICTURES
+from study.storage.record import PICTURES
 
 log = logging.getLogger("gan_study.reports")
 

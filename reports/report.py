@@ -47,7 +47,7 @@ def write_report(study: optuna.Study, stores, out: Path, formats: list[str] | tu
         (out / "claims.csv").unlink(missing_ok=True)  # written again where the spec has claims
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out} ({exc.strerror or exc}): choose another --out") from exc
-    from study.progress import step  # a line per step that takes a while, when the CLI shows them
+    from study.trials.progress import step  # a line per step that takes a while, when the CLI shows them
 
     started = time.perf_counter()
     with step(f"reading the trials and MLflow runs of {study.study_name}"):

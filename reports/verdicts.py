@@ -12,7 +12,7 @@ evaluated at, compared between levels by :mod:`reports.inference`, with a verdic
 
 Each claim's headline verdict is at the source's budget (``epochs``) where the runs reached it,
 else at the largest budget run. Holm's adjustment across the headline tests stands beside the
-raw verdict. The claim syntax is :mod:`study.claims`; measuring is :mod:`reports.measure`.
+raw verdict. The claim syntax is :mod:`study.spec.claims`; measuring is :mod:`reports.measure`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from study.claims import Claim
-from study.quantities import points_needed
+from study.spec.claims import Claim
+from study.spec.quantities import points_needed
 
 from .analysis import Factor, Level
 from .data import StudyData, TrialInfo

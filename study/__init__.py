@@ -1,5 +1,10 @@
 """study: Optuna studies of ``gan`` training, tracked in MLflow, and the ``gan-study`` CLI.
 
+A study's spec is read and checked in ``study.spec``, its trials run in ``study.trials``, what
+they write lives in ``study.storage``, and the CLI's commands that read it are ``study.commands``
+(``study.cli`` dispatches). Each package imports only those before it in this order:
+storage <- spec <- trials <- commands <- cli.
+
 Names are imported on first use, so ``gan-study --help`` and input errors answer before torch,
 Optuna and MLflow load.
 """
@@ -10,10 +15,10 @@ import importlib
 from typing import Any
 
 _HOMES = {
-    "RunOptions": "runner", "StudyFailed": "runner", "StudyOutcome": "runner", "run_study": "runner",
-    "StudyAttrs": "record", "Tag": "record", "TrialRecord": "record",
-    "SpecError": "spec", "StudySpec": "spec", "builtin_specs": "spec", "load_spec": "spec", "parse_spec": "spec",
-    "StoreError": "tracking", "Stores": "tracking",
+    "RunOptions": "trials.runner", "StudyFailed": "trials.runner", "StudyOutcome": "trials.runner", "run_study": "trials.runner",
+    "StudyAttrs": "storage.record", "Tag": "storage.record", "TrialRecord": "storage.record",
+    "SpecError": "spec.spec", "StudySpec": "spec.spec", "builtin_specs": "spec.spec", "load_spec": "spec.spec", "parse_spec": "spec.spec",
+    "StoreError": "storage.errors", "Stores": "storage.tracking",
 }
 __all__ = sorted(_HOMES)
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from .parser import build_parser
+from .commands.parser import build_parser
 
 EXIT_FAILED = 1  # a runtime failure: every trial this invocation ran failed
 EXIT_USAGE = 2
@@ -23,8 +23,8 @@ STARTED = time.monotonic()  # the command's wall time counts from here (the summ
 
 def run() -> NoReturn:
     """The ``gan-study`` console script (and ``python -m study.cli``): :func:`main`, then
-    :func:`study.compat.exit_now`."""
-    from .compat import exit_now
+    :func:`study.storage.compat.exit_now`."""
+    from .storage.compat import exit_now
 
     try:
         code = main()
@@ -38,7 +38,7 @@ def run() -> NoReturn:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("run", "worker"):  # before torch loads: `--jobs 100000` is refused in milliseconds
-        from .limits import jobs_problem
+        from .spec.limits import jobs_problem
 
         problem = jobs_problem(args.jobs)
         if problem:
@@ -47,14 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     # Only now: importing gan loads torch (seconds), which --help and usage errors never need.
     from gan.errors import GanStudyError
 
-    from .interrupt import install
+    from .trials.interrupt import install
 
     # A scheduler's or `kill`'s SIGTERM stops a study as Ctrl-C does: the running trial is marked
     # failed in both stores now, instead of staying RUNNING until the next run reconciles it.
-    # Neither cuts a store write in half (study.interrupt).
+    # Neither cuts a store write in half (study.trials.interrupt).
     install(signal.SIGINT, signal.SIGTERM)
     # A file-size limit (ulimit -f) fails the write with EFBIG, which the trial records, instead
-    # of killing the process unannounced (tests/study/test_faults.py).
+    # of killing the process unannounced (tests/study/storage/test_faults.py).
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # `kill -USR1 PID` prints every thread's stack to stderr: where a run that seems stuck is.
     import faulthandler
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from .progress import configure
+    from .trials.progress import configure
 
-    configure(quiet=getattr(args, "quiet", False))  # steps and progress as lines on stderr (study.progress)
+    configure(quiet=getattr(args, "quiet", False))  # steps and progress as lines on stderr (study.trials.progress)
     try:
         return COMMANDS[args.command](args) or 0
     except GanStudyError as exc:
-        from .tracking import mask_url
+        from .storage.errors import mask_url
 
         print(f"gan-study: error: {mask_url(' '.join(str(exc).split()))}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
@@ -96,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stores(args: argparse.Namespace):
-    from .tracking import Stores
+    from .storage.tracking import Stores
 
     return Stores.resolve(args.workdir, args.storage, args.tracking_uri)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .names import check_name
-    from .spec import load_spec
+    from .storage.names import check_name
+    from .spec.spec import load_spec
 
     if args.study_name is not None:  # before anything: the name becomes a path and a store key
         check_name(args.study_name, "--study-name")
@@ -116,16 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = spec.with_budget_steps(args.steps)
     if args.trials is not None:
         spec = spec.with_trials(args.trials)
-    from .claims import claim_warnings
+    from .spec.claims import claim_warnings
 
     for warning in claim_warnings(spec):  # before training: claims this schedule cannot judge
         print(f"gan-study: warning: {warning}", file=sys.stderr)
     import gan
     from gan.config import resolve_device
 
-    from .preflight import IDX_FILES, check_cache, check_idx_files, check_limits
-    from .progress import step
-    from .summary import summary_lines
+    from .trials.preflight import IDX_FILES, check_cache, check_idx_files, check_limits
+    from .trials.progress import step
+    from .commands.summary import summary_lines
 
     device = resolve_device(args.device)  # --device cuda without CUDA: fail now
     stores = _stores(args)
@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with step(f"checking the MNIST files in {raw}") if whole else contextlib.nullcontext():
         for train in (True, False):  # a missing or corrupt dataset fails before any store is touched
             gan.load_mnist(args.data_dir, train=train, subset=1)
-    from .runner import RunOptions, run_study
+    from .trials.runner import RunOptions, run_study
 
     opts = RunOptions(
         stores=stores,
@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in summary_lines(result, spec, opts.stores, time.monotonic() - STARTED, args.data_dir):
         print(line, flush=True)
     if result.ran and result.ran_failed == result.ran:  # nothing this invocation ran came to a result
-        from .tracking import mask_url
+        from .storage.errors import mask_url
 
         why = mask_url(" ".join((result.last_failure or "no reason recorded").split()))
         print(f"gan-study: error: all {result.ran} trial(s) this run started failed (last: {why}); "
@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
-    from .spec import builtin_specs, load_spec
+    from .spec.spec import builtin_specs, load_spec
 
     for name, path in builtin_specs().items():
         spec = load_spec(path)
@@ -175,16 +175,16 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .names import check_name
+    from .storage.names import check_name
 
     check_name(args.study)  # before the imports (torch, MLflow: seconds)
-    from .status import open_existing_study, status_table, trial_rows
+    from .commands.status import open_existing_study, status_table, trial_rows
 
     stores = _stores(args)
     study = open_existing_study(stores, args.study)
     rows = trial_rows(study, stores)
     if args.json or args.csv:
-        from .studies import status_csv, status_document
+        from .commands.studies import status_csv, status_document
 
         print(json.dumps(status_document(study, rows), indent=2, default=str) if args.json else status_csv(study, rows), end="\n" if args.json else "")
         return 0
@@ -200,7 +200,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", stores.tracking_uri, "--host", args.host, "--port", str(args.port)]
     if stores.artifact_root:
         command += ["--default-artifact-root", stores.artifact_root]
-    from .tracking import mask_url
+    from .storage.errors import mask_url
 
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_url(stores.tracking_uri)}); Ctrl-C stops it")
     # MLflow 3.17's UI opens an experiment on its GenAI overview even when the experiment is
@@ -220,7 +220,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from .studies import dumps, studies_rows, studies_table
+    from .commands.studies import dumps, studies_rows, studies_table
 
     rows = studies_rows(_stores(args))
     print(dumps(rows) if args.json else studies_table(rows))
@@ -228,8 +228,8 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import serve_dashboard
-    from .names import check_name
+    from .commands.dashboard import serve_dashboard
+    from .storage.names import check_name
 
     for name in args.studies:
         check_name(name)
@@ -241,14 +241,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .sample import sample_command
+    from .commands.sample import sample_command
 
     print(sample_command(_stores(args), args.study, trial=args.trial, n=args.n, seed=args.seed, out=args.out))
     return 0
 
 
 def cmd_evaluator(args: argparse.Namespace) -> int:
-    from .evaluator_card import evaluator_command
+    from .commands.evaluator_card import evaluator_command
 
     print(evaluator_command(args.data_dir, args.retrain))
     return 0
@@ -257,7 +257,7 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from gan.errors import GanStudyError
 
-    from .names import check_name, inside, refuse_links
+    from .storage.names import check_name, inside, refuse_links
 
     for name in args.study:
         check_name(name)
@@ -272,7 +272,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     refuse_links(stores.workdir, out, "the report folder")
     if not args.out:
         inside(stores.workdir / "reports", out, "the report folder")
-    from .status import open_existing_study
+    from .commands.status import open_existing_study
 
     studies = [open_existing_study(stores, name) for name in args.study]
     formats = [f.strip() for f in args.format.split(",") if f.strip()]

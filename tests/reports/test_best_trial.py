@@ -1,4 +1,4 @@
-"""One best-trial rule (study.best): the trial ``run`` registers is the trial the report shows,
+"""One best-trial rule (study.storage.best): the trial ``run`` registers is the trial the report shows,
 whatever ties, pruned and failed trials the study holds, and it is Optuna's best trial."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from reports.data import StudyData, TrialInfo
-from study.registry import best_trial
+from study.storage.registry import best_trial
 
 COMPLETE, PRUNED, FAIL = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
 

@@ -17,7 +17,7 @@ from reports.claims_csv import recompute, write_claims_csv
 from reports.data import StudyData, TrialInfo
 from reports.inference import clopper_pearson, compare, compare_binary, fisher_one_sided, holm, mdd_binomial, mdd_t
 from reports.verdicts import VerdictKind, judge_all, judge_claim
-from study.claims import Claim, Requirement
+from study.spec.claims import Claim, Requirement
 
 SPE = 600  # steps per epoch at batch 100
 EVALS = [e * SPE for e in range(11)]  # step 0 and every epoch to 10

@@ -160,7 +160,7 @@ def test_a_study_with_no_finished_trial_and_no_mlflow_runs(tmp_path):
     import pypdf
 
     from reports import write_report
-    from study.tracking import Stores
+    from study.storage.tracking import Stores
 
     stores = Stores.resolve(tmp_path / "runs")
     stores.workdir.mkdir()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from study.record import Tag
+from study.storage.record import Tag
 from tests.common import mlflow_runs
 from tests.reports.conftest import PNG, image_links, pdf_images, pdf_text, section, table_rows
 
@@ -123,8 +123,8 @@ def test_a_search_report_has_slices_the_top_two_and_modes_per_value(tmp_path):
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     from reports import write_report
-    from study.record import StudyAttrs, attrs
-    from study.tracking import Stores
+    from study.storage.record import StudyAttrs, attrs
+    from study.storage.tracking import Stores
     from tests.common import TINY
 
     stores = Stores.resolve(tmp_path / "runs")

@@ -13,7 +13,7 @@ import pytest
 from reports.analysis import Factor, Level
 from reports.data import StudyData, TrialInfo
 from reports.verdicts import decide, judge, measure_runs, welch
-from study.claims import Claim
+from study.spec.claims import Claim
 
 STEPS = np.arange(0, 1000, 10)
 
@@ -115,7 +115,7 @@ def test_a_factor_with_a_baseline_of_its_own_is_compared_without_the_common_base
     from dataclasses import replace
 
     from reports.analysis import sweep_factors
-    from study.spec import load_spec
+    from study.spec.spec import load_spec
 
     spec = load_spec("seeds")
     points = [("baseline", "baseline"), ("self_attention", "off"), ("self_attention", "on"), ("lr", "2e-5")]

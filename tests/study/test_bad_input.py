@@ -190,7 +190,7 @@ def test_jobs_beyond_the_machine_are_refused_in_under_a_second_before_torch_load
     import sys
     import time
 
-    from study.limits import JOBS_PER_CORE, usable_cores
+    from study.spec.limits import JOBS_PER_CORE, usable_cores
 
     seconds = []
     for _ in range(3):  # the fastest of three: a busy machine's stall is not the command's time

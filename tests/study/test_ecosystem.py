@@ -18,8 +18,9 @@ import optuna
 import pytest
 import torch
 
-from study.record import StudyAttrs, Tag
-from study.spec import SpecError, load_spec, parse_spec
+from study.storage.compat import fixed_params
+from study.storage.record import StudyAttrs, Tag
+from study.spec.spec import SpecError, load_spec, parse_spec
 from tests.common import TINY, gan_study, journal_study, mlflow_runs, write_spec
 
 pytestmark = pytest.mark.slow  # real studies end to end
@@ -88,8 +89,8 @@ def test_bad_enqueue_is_a_one_line_error(enqueue, message):
 
 
 def test_enqueue_once_across_calls(tmp_path):
-    from study.enqueue import enqueue_once
-    from study.tracking import Stores
+    from study.spec.enqueue import enqueue_once
+    from study.storage.tracking import Stores
 
     stores = Stores.resolve(tmp_path)
     spec = _spec(enqueue=[{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}])
@@ -97,7 +98,7 @@ def test_enqueue_once_across_calls(tmp_path):
     assert enqueue_once(study, spec, stores) == 2
     assert enqueue_once(study, spec, stores) == 0  # a resume, another worker: nothing more
     waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
-    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}]
+    assert [fixed_params(t) for t in waiting] == [{"loss": "hinge", "lr_g": 2e-4}, {"loss": "ns", "real_label": 0.9}]
     assert study.user_attrs[StudyAttrs.ENQUEUED] == 2
 
 

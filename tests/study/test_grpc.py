@@ -15,10 +15,11 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.storage_scale import start_proxy
-from study.proxy import proxy_address
-from study.record import Tag, TrialRecord, attrs
-from study.recovery import may_take_over
-from study.tracking import StoreError, Stores, is_transient
+from study.storage.proxy import proxy_address
+from study.storage.record import Tag, TrialRecord, attrs
+from study.trials.recovery import may_take_over
+from study.storage.errors import StoreError
+from study.storage.tracking import Stores, is_transient
 from tests.common import gan_study, mlflow_runs, write_spec
 
 

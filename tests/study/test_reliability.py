@@ -151,9 +151,9 @@ def one_thread():
 
 
 def _run_in_process(tmp_path: Path, raw: dict):
-    from study.runner import RunOptions, run_study
-    from study.spec import parse_spec
-    from study.tracking import Stores
+    from study.trials.runner import RunOptions, run_study
+    from study.spec.spec import parse_spec
+    from study.storage.tracking import Stores
 
     spec = parse_spec(raw)
     stores = Stores.resolve(tmp_path / "runs")
@@ -410,7 +410,7 @@ def test_bad_input_table_has_enough_cases():
 
 
 def test_passwords_are_masked_in_any_text():
-    from study.tracking import mask_url
+    from study.storage.errors import mask_url
 
     assert mask_url("postgresql://gan:hunter2@db:5432/optuna") == "postgresql://gan:***@db:5432/optuna"
     assert mask_url("cannot reach 'postgresql+psycopg://u:p%40ss@10.0.0.5/x': refused") == "cannot reach 'postgresql+psycopg://u:***@10.0.0.5/x': refused"

@@ -10,7 +10,7 @@ import yaml
 
 import pytest
 
-from study.runs import REPO, git_commit
+from study.storage.runs import REPO, git_commit
 from tests.common import gan_study, journal_study, mlflow_runs, write_spec
 
 # A cold evaluator cache is filled once, before any CLI subprocess's deadline starts.
