@@ -37,17 +37,15 @@ def _num(x: float | int | None) -> str:
 
 
 def rows_of(judgements: Sequence[Judgement]) -> list[dict[str, str]]:
-    from study.spec.quantities import points_needed
-
     rows = []
     for j in judgements:
         c, req = j.claim, j.claim.requires
-        need = points_needed(c.quantity)
+        stat = c.quantity.statistic
         verdicts = j.by_budget or [j.headline]
         compared = [k for k in (verdicts[0].estimates or {})] or list(c.compare)
-        base = {"claim": c.id, "kind": c.kind, "factor": c.factor, "quantity": c.quantity, "relation": c.relation,
+        base = {"claim": c.id, "kind": c.kind, "factor": c.factor, "quantity": str(c.quantity), "relation": c.relation,
                 "claim_value": _num(c.value), "tolerance": _num(c.tolerance), "compare": "|".join(compared),
-                "min_points": str(need[2]) if need else "",
+                "min_points": str(stat.min_points) if stat else "",
                 "req_modes": _num(req.modes) if req else "", "req_kl_uniform": _num(req.kl_uniform) if req else "",
                 "req_levels": "|".join((req.levels or tuple(compared)) if req.learned else ()) if req else "",
                 "req_after": _num(req.after) if req else "", "req_after_unit": req.after_unit if req and req.after else ""}

@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 
 from study.spec.claims import N_TRAIN, Claim
-from study.spec.quantities import points_needed, window_points
 
 from .analysis import Level
 from .data import StudyData, TrialInfo
 
-__all__ = ["Budget", "Measure", "Run", "budgets_of", "level_runs", "measure", "run_at", "runs_of"]
+__all__ = ["Budget", "Measure", "Run", "budgets_of", "level_runs", "measure", "metric_at", "run_at", "runs_of"]
 
 EPOCH_DIGITS = 3  # budgets in epochs are matched at this many decimals
 
@@ -149,7 +148,7 @@ def run_at(run: Run, budget: Budget) -> int | None | bool:
     return False
 
 
-def _at(data: StudyData, run: Run, step: int | None, name: str) -> float:
+def metric_at(data: StudyData, run: Run, step: int | None, name: str) -> float:
     """A metric of ``run`` at ``step``: the final value at its last step, else the step metric."""
     if step is None or step == run.last_step:
         value = run.final.get(name)
@@ -179,21 +178,16 @@ def _share(data: StudyData, run: Run, step: int | None, digit: int) -> float:
     return counts[digit] / sum(counts)
 
 
-def metric_at(data: StudyData, run: Run, step: int | None, name: str) -> float:
-    """A final metric (or ``share:D``) of ``run`` at ``step``; nan where not logged."""
-    if name.startswith("share:"):
-        return _share(data, run, step, int(name[6:]))
-    return _at(data, run, step, name)
-
-
 def measure(data: StudyData, run: Run, step: int | None, claim: Claim) -> Measure:
     """The claim's quantity on ``run`` at ``step`` (None: its end)."""
-    need = points_needed(claim.quantity)
-    if need is None:
-        value = metric_at(data, run, step, claim.quantity)
+    q = claim.quantity
+    if q.kind == "share":
+        value = _share(data, run, step, q.digit)
         return Measure(value, int(math.isfinite(value)))
-    curve, stat, _ = need
-    found = data.run_curves.get((run.trial, run.repeat, curve))
+    if q.kind == "metric":
+        value = metric_at(data, run, step, q.name)
+        return Measure(value, int(math.isfinite(value)))
+    found = data.run_curves.get((run.trial, run.repeat, q.name))
     if found is None or not len(found[0]):
         return Measure(math.nan, 0)
     steps, values = found
@@ -202,44 +196,5 @@ def measure(data: StudyData, run: Run, step: int | None, claim: Claim) -> Measur
         steps, values = steps[keep], values[keep]
     if not len(values):
         return Measure(math.nan, 0)
-    value, censored = curve_statistic(claim, stat, claim.quantity.partition(":")[2], steps, values)
-    return Measure(value, window_points(stat, len(values), claim.window), censored)
-
-
-def curve_statistic(claim: Claim, stat: str, arg: str, steps: np.ndarray, values: np.ndarray) -> tuple[float, bool]:
-    """A statistic of one curve (see study.spec.claims); (value, censored)."""
-    if stat == "explodes":
-        if not np.isfinite(values).all():
-            return 1.0, False
-        n = len(values)
-        early = values[int(0.1 * n): max(int(0.2 * n), int(0.1 * n) + 1)]
-        return float(abs(_end(values, claim.window).mean()) > claim.times * abs(early.mean())), False
-    if stat == "late_rise":
-        return float(values[-1] - np.nanmin(values)), False
-    if stat == "fall":
-        return float(values[0] - values[-1]), False
-    if stat in ("steps_below", "steps_above"):
-        x = float(arg)
-        hit = values <= x if stat == "steps_below" else values >= x
-        return (float(steps[np.argmax(hit)]), False) if hit.any() else (float(steps[-1]), True)
-    end = _end(values, claim.window)
-    if stat == "end_mean":
-        return float(end.mean()), False
-    if stat == "end_max":
-        return float(end.max()), False
-    if stat == "end_sd":
-        return (float(end.std(ddof=1)) if len(end) > 1 else math.nan), False
-    s = _end(steps, claim.window)
-    if len(end) < 2 or np.ptp(s) <= 0:
-        return math.nan, False
-    slope, intercept = np.polyfit(s, end, 1)
-    if stat == "end_slope":
-        return float(slope * 1000), False
-    if stat == "end_resid_sd":
-        return (float(np.std(end - (slope * s + intercept), ddof=2)) if len(end) > 2 else math.nan), False
-    raise ValueError(f"unknown statistic {stat!r} in {claim.quantity!r}")  # study.spec.claims checked it: a bug
-
-
-def _end(values: np.ndarray, window: float) -> np.ndarray:
-    """The last ``window`` of a curve's points (logged at even steps), one point at least."""
-    return values[-max(1, round(window * len(values))):]
+    value, censored = q.measure(steps, values, claim.window, claim.times)
+    return Measure(value, q.statistic.points(len(values), claim.window), censored)

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from study.spec.claims import Claim
-from study.spec.quantities import points_needed
 
 from .analysis import Factor, Level
 from .data import StudyData, TrialInfo
@@ -212,14 +211,14 @@ def judge_at(data: StudyData, claim: Claim, compared: list[str], runs: dict[str,
 
 
 def _unmeasurable(claim: Claim, by_level: dict[str, list[RunValue]]) -> str:
-    need = points_needed(claim.quantity)
+    stat = claim.quantity.statistic
     for label, xs in by_level.items():
         if not xs:
             return f"{claim.factor}={label} has no evaluation at this budget"
         fewest = min(x.points for x in xs)
-        if need is not None and fewest < need[2]:
-            where = "in its end window" if need[1].startswith("end_") else "up to this step"
-            return (f"{claim.quantity} needs {need[2]} points of {need[0]} {where}; {claim.factor}={label} has {fewest} "
+        if stat is not None and fewest < stat.min_points:
+            where = "in its end window" if stat.windowed else "up to this step"
+            return (f"{claim.quantity} needs {stat.min_points} points of {claim.quantity.name} {where}; {claim.factor}={label} has {fewest} "
                     f"(curve points up to step {max(x.step or 0 for x in xs):,})")
         if fewest == 0:
             return f"{claim.quantity} is not logged at this step for {claim.factor}={label}"

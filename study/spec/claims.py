@@ -56,7 +56,7 @@ nothing on runs that have not learned. Where a precondition is unmet at a judged
 verdict is *not reached*, with the measured values, never *contradicted*. ``learned`` needs at
 least one of ``modes`` (digits covered, the registry's metric) and ``kl_uniform`` (at most).
 
-A statistic needs enough points of its curve up to the judged step (:data:`study.spec.quantities.MIN_POINTS`:
+A statistic needs enough points of its curve up to the judged step (:data:`study.spec.quantities.STATISTICS`:
 ``late_rise`` and ``steps_below`` need 4, ``explodes`` 10, ``end_sd`` and ``end_slope`` 3 in
 the window ...); with fewer the verdict is *unmeasurable*. :func:`claim_warnings` says so for
 a spec's schedule before anything trains.
@@ -74,7 +74,7 @@ import yaml
 
 from gan.errors import ConfigError
 
-from .quantities import check_quantity, points_needed, window_points
+from .quantities import Quantity, parse_quantity
 from .space import SpecError, SweepPoint
 
 __all__ = ["Claim", "ClaimKind", "KINDS", "N_TRAIN", "RELATIONS", "Requirement", "claim_warnings", "parse_claims",
@@ -126,7 +126,8 @@ class Claim:
     claim: str
     factor: str
     compare: tuple[str, ...]
-    quantity: str
+    quantity: Quantity
+    """Parsed once: given as its text (``"fd.end_mean"``), the claim holds the parsed value."""
     relation: str
     value: float | None = None
     tolerance: float | None = None
@@ -138,10 +139,14 @@ class Claim:
     note: str = ""
     requires: Requirement | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.quantity, str):
+            object.__setattr__(self, "quantity", parse_quantity(self.quantity, f"claim {self.id}"))
+
     @property
     def binary(self) -> bool:
         """The quantity is 0/1 per run (exact tests apply)."""
-        return self.quantity.partition(".")[2] == "explodes"
+        return self.quantity.binary
 
     @property
     def required_levels(self) -> tuple[str, ...]:
@@ -249,7 +254,7 @@ def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], 
     times = _number(entry, "times", where)
     if times is not None and times <= 1:
         raise SpecError(f"{where}: times must be > 1 (the end level over the early level), got times={times}")
-    check_quantity(entry["quantity"], where)
+    quantity = parse_quantity(entry["quantity"], where)
     kind = entry.get("kind", "observed")
     if kind not in KINDS:
         raise SpecError(f"{where}: kind must be one of {', '.join(KINDS)}, got kind={kind!r}")
@@ -260,7 +265,7 @@ def _parse_one(entry: dict[str, Any], where: str, levels: dict[str, list[str]], 
     if not isinstance(note, str):
         raise SpecError(f"{where}: note must be a string, got note={note!r}")
     requires = _requirement(entry.get("requires"), where, known, baseline_values.get(factor))
-    return Claim(entry["id"], entry["source"].strip(), " ".join(entry["claim"].split()), factor, tuple(compare), entry["quantity"],
+    return Claim(entry["id"], entry["source"].strip(), " ".join(entry["claim"].split()), factor, tuple(compare), quantity,
                  relation, value, tolerance, window if window is not None else Claim.window, times if times is not None else Claim.times,
                  kind, epochs, " ".join(note.split()), requires)
 
@@ -351,15 +356,14 @@ def claim_warnings(spec: Any, n_train: int = N_TRAIN) -> list[str]:
             schedules.append((label, total, evals, total / max(1, n_train // cfg.real_batch)))
         if not schedules:
             continue
-        need = points_needed(claim.quantity)
-        if need is not None:
-            curve, stat, fewest = need
+        stat, curve = claim.quantity.statistic, claim.quantity.name
+        if stat is not None:
             for label, total, evals, _ in schedules:
                 n = evals if curve == "fd" else min(total, 500)  # training curves: at most 500 points a run
-                have = window_points(stat, n, claim.window)
-                if have < fewest:
-                    where = "in its end window" if stat.startswith("end_") else "up to the end"
-                    out.append(f"claim {claim.id}: {claim.quantity} needs {fewest} points of {curve} {where}; at {claim.factor}="
+                have = stat.points(n, claim.window)
+                if have < stat.min_points:
+                    where = "in its end window" if stat.windowed else "up to the end"
+                    out.append(f"claim {claim.id}: {claim.quantity} needs {stat.min_points} points of {curve} {where}; at {claim.factor}="
                                f"{label} the schedule gives {have} ({total} steps, evaluations every {spec.eval_every}): "
                                "it will be unmeasurable")
                     break

@@ -111,6 +111,36 @@ def test_curve_statistics_measure_what_they_name():
     assert measure_runs(data, factors[0].levels[0].trials, _claim(">", quantity="g_loss.explodes")) == [1.0, 1.0]
 
 
+def test_a_claim_statistic_is_one_register_call(monkeypatch):
+    """Adding a statistic takes one edit in one place: the spec's claims parse it, the report
+    measures it, and its fewest points decide when it is unmeasurable."""
+    from study.spec import quantities as sq
+    from study.spec.claims import parse_claims
+    from study.spec.space import SpecError, SweepPoint
+
+    monkeypatch.setattr(sq, "STATISTICS", dict(sq.STATISTICS))  # the registration ends with this test
+    sq.register_statistic(sq.Statistic("end_min", 5, lambda c: (float(c.end().min()), False), windowed=True))
+
+    entry = {"id": "c", "source": "000 §X", "claim": "a claim", "factor": "f", "compare": ["a", "b"],
+             "quantity": "fd.end_min", "relation": "<", "window": 0.2}
+    sweep = (SweepPoint("f=a", "f", "a", {}), SweepPoint("f=b", "f", "b", {}))
+    (claim,) = parse_claims([entry], sweep, {})
+    falling = np.linspace(10.0, 1.0, len(STEPS))
+    data, factors = _study({"a": [1.0, 1.0], "b": [1.0, 1.0]}, {"a": {"fd": [falling, falling]}, "b": {"fd": [falling + 3, falling + 3]}})
+    runs = {lv.label: lv.trials for lv in factors[0].levels}
+    assert measure_runs(data, runs["a"], claim) == pytest.approx([1.0, 1.0])
+    assert measure_runs(data, runs["b"], claim) == pytest.approx([4.0, 4.0])
+    # 20 points in a 0.2 window of 100: measured; in a 0.04 window (4 points) it is unmeasurable
+    assert judge(data, factors, claim).verdict != "unmeasurable"
+    narrow = parse_claims([{**entry, "window": 0.04}], sweep, {})[0]
+    assert judge(data, factors, narrow).verdict == "unmeasurable"
+    with pytest.raises(ValueError, match="registered already"):
+        sq.register_statistic(sq.Statistic("end_min", 1, lambda c: (0.0, False)))
+    monkeypatch.setattr(sq, "STATISTICS", {k: v for k, v in sq.STATISTICS.items() if k != "end_min"})
+    with pytest.raises(SpecError, match="unknown quantity 'fd.end_min'"):
+        parse_claims([entry], sweep, {})
+
+
 def test_a_factor_with_a_baseline_of_its_own_is_compared_without_the_common_baseline():
     from dataclasses import replace
 

@@ -143,5 +143,5 @@ def test_the_seeds_claims_are_judgeable_and_say_what_they_are():
     kinds = {c.kind for c in spec.claims}
     assert kinds == {"observed", "cited", "intent", "extrapolation"}
     assert next(c for c in spec.claims if c.id == "flip-mlp-d-higher").kind == "extrapolation"
-    end_state = [c for c in spec.claims if c.quantity.partition(".")[2] in ("", "end_mean") and c.kind == "observed"]
+    end_state = [c for c in spec.claims if (c.quantity.statistic is None or c.quantity.statistic.name == "end_mean") and c.kind == "observed"]
     assert all(c.requires is not None for c in end_state), [c.id for c in end_state if c.requires is None]

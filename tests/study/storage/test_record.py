@@ -42,7 +42,7 @@ def test_a_curve_is_one_register_call(monkeypatch, data_dir):
     callbacks, a claim's quantity and the reports' fetched curves all follow the registry."""
     import gan
     from reports.data import claim_keys
-    from study.spec.quantities import check_quantity
+    from study.spec.quantities import parse_quantity
 
     monkeypatch.setattr(gm, "METRICS", dict(gm.METRICS))  # the registration ends with this test
     gm.register(gm.MetricInfo("d_gap", "mean D output, real minus generated", None, kind="curve", shown=False,
@@ -54,7 +54,7 @@ def test_a_curve_is_one_register_call(monkeypatch, data_dir):
     gap = [a - b for a, b in zip(result.history["d_real_mean"], result.history["d_fake_mean"])]
     assert result.history["d_gap"] == pytest.approx(gap, abs=1e-5) and len(gap) == 4  # hinge: D's means are raw
     assert [v for b in blocks for v in b.values["d_gap"]] == result.history["d_gap"]
-    check_quantity("d_gap.end_mean", "claim")
+    assert parse_quantity("d_gap.end_mean", "claim").name == "d_gap"
     assert "d_gap" in claim_keys()
 
 
