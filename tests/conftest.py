@@ -10,10 +10,10 @@ import pytest
 import gan  # noqa: F401  first, so its OpenMP wait policy is set before any test imports torch
 
 REPO = Path(__file__).resolve().parent.parent
-# Tests and CI read the offline copy beside the checkout unless told otherwise.
-os.environ.setdefault("GAN_STUDY_DATA", str(REPO.parent / "shared" / "datasets"))
-# The evaluator is trained once and cached here; subprocesses of the CLI tests inherit it.
-os.environ.setdefault("GAN_STUDY_CACHE", str(REPO / ".cache"))
+# Tests and CI read the offline copy beside the checkout unless told otherwise; the evaluator's
+# real-data statistics are cached in the checkout. Both absolute: CLI tests run in folders of their own.
+for _var, _default in (("GAN_STUDY_DATA", REPO.parent / "shared" / "datasets"), ("GAN_STUDY_CACHE", REPO / ".cache")):
+    os.environ[_var] = str(Path(os.environ.get(_var) or _default).resolve())
 
 
 @pytest.fixture(scope="session")

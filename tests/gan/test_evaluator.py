@@ -144,6 +144,7 @@ def test_second_load_reads_the_cache(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # two trainings of the QUICK recipe
 def test_training_is_deterministic(tmp_path):
     a = retrained(tmp_path / "a")
     b = retrained(tmp_path / "b")

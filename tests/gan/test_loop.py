@@ -15,6 +15,7 @@ def _pixel_gap(images: torch.Tensor, real: torch.Tensor) -> float:
     return float((images.mean() - real.mean()).abs() + (images.std() - real.std()).abs())
 
 
+@pytest.mark.slow  # 600 steps twice: 47 s of the fast subset under load
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_six_hundred_steps_move_samples_toward_the_data(data, precision):
     real = data.batch(torch.arange(2000))

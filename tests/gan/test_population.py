@@ -105,7 +105,7 @@ def test_each_member_trains_as_its_solo_run(data, optimizer):
         _assert_same_run(member, _solo(cfg, data, records_every=7))
 
 
-@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge", "wgan-gp"])
+@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge", pytest.param("wgan-gp", marks=pytest.mark.slow)])
 def test_every_loss_gives_each_member_its_solo_run(data, loss):
     # hinge and wgan-gp have no targets to smooth; wgan-gp's members differ in gp_weight too
     configs = _members(loss=loss, smoothing=1.0 if loss in ("hinge", "wgan-gp") else 0.9)
@@ -113,7 +113,7 @@ def test_every_loss_gives_each_member_its_solo_run(data, loss):
         _assert_same_run(member, _solo(cfg, data))
 
 
-@pytest.mark.parametrize("placement", ["d", "g", "both"])
+@pytest.mark.parametrize("placement", [pytest.param("d", marks=pytest.mark.slow), "g", pytest.param("both", marks=pytest.mark.slow)])
 def test_spectral_norm_members_train_as_their_solo_runs(data, placement):
     # the power iteration's vectors step once per training forward, as the solo parametrization's
     configs = _members(spectral_norm=placement)
@@ -147,7 +147,7 @@ def test_dcgan_members_train_as_their_solo_runs(data, knobs):
         _assert_same_run(member, _solo(cfg, data))
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("arch", ["mlp", pytest.param("dcgan", marks=pytest.mark.slow)])
 def test_bf16_members_follow_their_solo_runs(data, arch):
     # Under bf16 autocast batch norm keeps float32 statistics, as BatchNorm does; batched and
     # single bf16 matmuls round apart by ~1e-3 in the losses after 10 steps (measured 1.7e-3).
