@@ -163,16 +163,17 @@ def exit_now(code: int) -> NoReturn:
     of modules, collecting their objects) took 0.5-0.8 CPU-seconds of a 3-second ``gan-study
     status`` on 2-core AMD EPYC, and 2.7 s in a process forked from a warm one (the test
     suite's), where touching every object copies its page. What an exit does that anyone can
-    see is kept, in CPython's order: wait for non-daemon threads, run the ``atexit`` handlers (logging's flush,
-    temporary folders, multiprocessing's children, MLflow's), flush stdout and stderr.
+    see is kept, in CPython's order and through its own hooks: ``threading._shutdown`` (the
+    thread-exit hooks that stop idle ``concurrent.futures`` workers, as MLflow's artifact
+    uploads leave them, then it waits for non-daemon threads; joining them without those hooks
+    waits forever), the ``atexit`` handlers (logging's flush, temporary folders,
+    multiprocessing's children, MLflow's), then stdout's and stderr's flush.
     """
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # CPython's own exit hook
+    threading._shutdown()  # CPython's own hooks, as Py_FinalizeEx calls them
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a reader that has gone (a closed pipe) gets nothing
             stream.flush()

@@ -23,6 +23,10 @@ def test_private_names_still_exist():
     from optuna.storages import RDBStorage
 
     assert callable(getattr(RDBStorage, "_get_stale_trial_ids", None)), "Optuna dropped RDBStorage._get_stale_trial_ids"
+    import atexit
+    import threading
+
+    assert callable(threading._shutdown) and callable(atexit._run_exitfuncs), "CPython's exit hooks moved (exit_now)"
     grid = optuna.samplers.GridSampler({"a": [1, 2], "b": ["x"]}, seed=0)
     for name in ("_param_names", "_all_grids", "_search_space"):
         assert hasattr(grid, name), f"Optuna's GridSampler has no {name} any more"
@@ -153,7 +157,10 @@ def test_no_copy_where_the_cache_cannot_be_written(tmp_path):
 # -- the end of a gan-study process (exit_now) ---------------------------------------------------
 PROGRAM = """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 import study.storage.compat
+pool = ThreadPoolExecutor(2)                       # idle workers left running, as MLflow's uploads leave them
+pool.submit(print, "pool ran", flush=True).result()
 def late():
     time.sleep(0.5)
     print("thread done", flush=True)
@@ -167,7 +174,7 @@ study.storage.compat.exit_now(3)
 def test_exit_waits_for_threads_runs_atexit_handlers_flushes_and_keeps_the_code():
     out = subprocess.run([sys.executable, "-c", PROGRAM], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 3
-    assert out.stdout.splitlines() == ["thread done", "atexit ran"]
+    assert out.stdout.splitlines() == ["pool ran", "thread done", "atexit ran"]
     assert out.stderr == "unflushed error line"
 
 
