@@ -185,28 +185,21 @@ def test_every_command_help_names_its_environment_variables(tmp_path, command, v
 
 
 # -- no unbounded work from an input (issue #27): refused before anything starts -------------------
-def test_jobs_beyond_the_machine_are_refused_in_under_a_second_before_torch_loads(site):
+def test_jobs_beyond_the_machine_are_refused_before_torch_loads(site):
+    """Refused before torch, Optuna and MLflow load: in milliseconds, not the seconds their
+    imports take (a wall-clock bound would test the machine's load, not the code)."""
     import subprocess
     import sys
-    import time
 
     from study.spec.limits import JOBS_PER_CORE, usable_cores
 
-    seconds = []
-    for _ in range(3):  # the fastest of three: a busy machine's stall is not the command's time
-        started = time.monotonic()  # a fresh interpreter, as a user starts it: its imports count
-        message = refused(site, "run", "quick", "--jobs", "100000", "--workdir", "wd", cold=True)
-        seconds.append(time.monotonic() - started)
-        if seconds[-1] < 1.0:
-            break
+    message = refused(site, "run", "quick", "--jobs", "100000", "--workdir", "wd", cold=True)  # as a user starts it
     most = JOBS_PER_CORE * usable_cores()
     assert message == (f"gan-study: error: --jobs 100000 asks for more worker processes than this machine can run: at most {most} "
                        f"({JOBS_PER_CORE} per core, {usable_cores()} core{'s' if usable_cores() > 1 else ''}); "
                        f"use --jobs {usable_cores()} (one per core) or fewer")
-    assert min(seconds) < 1.0, f"--jobs 100000 took {', '.join(f'{t:.2f}' for t in seconds)} s to refuse"
     assert "--jobs 100000" in refused(site, "worker", "tiny.yaml", "--jobs", "100000", "--workdir", "wd")
     assert "--jobs must be >= 1, got --jobs 0" in refused(site, "run", "tiny.yaml", "--jobs", "0", "--workdir", "wd")
-    # the refusal comes before torch, Optuna and MLflow load (that is what makes it fast)
     probe = ("import sys\nfrom study.cli import main\nassert main(['run', 'quick', '--jobs', '100000']) == 2\n"
              "print(sorted({'torch', 'optuna', 'mlflow'} & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=site, capture_output=True, text=True, timeout=120)
