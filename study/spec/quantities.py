@@ -59,6 +59,10 @@ class Statistic:
     binary: bool = False
     """0 or 1 per run: exact tests apply (Fisher, Clopper-Pearson)."""
 
+    def __reduce__(self) -> tuple:
+        # By name: ``compute`` may be a lambda, and a spec's claims travel to worker processes.
+        return _registered, (self.name,)
+
     def points(self, n: int, window: float) -> int:
         """The points it is measured on, of a curve of ``n`` points."""
         if n <= 0:
@@ -67,6 +71,10 @@ class Statistic:
 
 
 STATISTICS: dict[str, Statistic] = {}
+
+
+def _registered(name: str) -> Statistic:
+    return STATISTICS[name]
 
 
 def register_statistic(stat: Statistic) -> Statistic:

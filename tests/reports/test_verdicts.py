@@ -155,3 +155,13 @@ def test_a_factor_with_a_baseline_of_its_own_is_compared_without_the_common_base
     # The DCGAN's attention levels are not compared with the MLP baseline; lr's are.
     assert levels["self_attention"] == [("off", False), ("on", False)]
     assert (spec.baseline_values["lr"], True) in levels["lr"]
+
+
+def test_a_claim_travels_to_worker_processes_by_pickle():
+    """A spec's claims are pickled to the workers of ``--jobs N``; statistics go by name (their
+    ``compute`` may be a lambda)."""
+    import pickle
+
+    claim = _claim(">", quantity="fd.steps_below:30")
+    back = pickle.loads(pickle.dumps(claim))
+    assert back == claim and back.quantity.statistic is claim.quantity.statistic and back.quantity.threshold == 30.0
