@@ -13,12 +13,18 @@ import signal
 import time
 from types import FrameType
 
-__all__ = ["DEFER_SECONDS", "STORE_MODULES", "install", "in_store_call"]
+__all__ = ["DEFER_SECONDS", "STORE_MODULES", "install", "in_store_call", "last_signal"]
 
 # The libraries whose calls write a store (module-name prefixes).
 STORE_MODULES = ("sqlalchemy", "sqlite3", "alembic", "psycopg2", "optuna.storages", "mlflow.store", "filelock")
 DEFER_SECONDS = 30.0  # a store call that has not returned by then is interrupted after all
 _RETRY_SECONDS = 0.05
+_received: list[int] = []  # the signals that interrupted this process, in order
+
+
+def last_signal() -> int | None:
+    """The signal behind the latest interrupt (SIGINT, SIGTERM); None where none came."""
+    return _received[-1] if _received else None
 
 
 def in_store_call(frame: FrameType | None) -> bool:
@@ -37,6 +43,8 @@ class _Interrupt:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGALRM and self.deferred_since is None:
             return  # not ours to act on: no interrupt is pending
+        if signum != signal.SIGALRM:
+            _received.append(signum)
         now = time.monotonic()
         if in_store_call(frame) and now - (self.deferred_since or now) < DEFER_SECONDS:
             self.deferred_since = self.deferred_since or now

@@ -30,7 +30,7 @@ from gan.errors import GanStudyError
 
 from ..spec.enqueue import enqueue_once
 from .evaluation import Evaluation, load_evaluation
-from .interrupt import install
+from .interrupt import DEFER_SECONDS, install, last_signal
 from ..storage.names import check_name
 from .objective import TrialRunner, free_memory
 from .preflight import check_limits
@@ -48,6 +48,10 @@ __all__ = ["RunOptions", "StudyFailed", "StudyOutcome", "run_study", "worker_loo
 
 MAX_CONSECUTIVE_FAILURES = 5  # a worker whose trials keep failing stops instead of burning the study
 POLL_SECONDS = 2.0
+
+STOP_GRACE_SECONDS = DEFER_SECONDS
+"""How long an interrupted run waits for a worker to stop, before it interrupts it, and again
+before it kills it: the store calls' own deadline (study.trials.interrupt.DEFER_SECONDS)."""
 
 
 class StudyFailed(GanStudyError):
@@ -277,8 +281,7 @@ def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna
             time.sleep(1.0)
             progress.poll()
     except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
+        _stop_workers(procs)
         raise
     finally:
         progress.close()
@@ -287,6 +290,27 @@ def _run_processes(spec: StudySpec, opts: RunOptions, parent: str, study: optuna
     failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode]
     if failed:
         raise StudyFailed(f"worker(s) {', '.join(f'{i} (exit code {code})' for i, code in failed)} stopped early; see the messages above, then run the same command again to continue")
+
+
+def _stop_workers(procs: list) -> None:
+    """Stop the workers of an interrupted run, each as its own Ctrl-C would (its trial marked
+    failed in both stores), killing only one that has not ended a grace period later.
+
+    Ctrl-C at a terminal reaches the workers too (one process group); SIGTERM from ``kill`` or a
+    scheduler reaches this process alone, and the workers would train on for the rest of their
+    trials while this process waited for them. Each stray gets one SIGINT: a second one could cut
+    the failure record of a worker that is already stopping."""
+    if last_signal() != signal.SIGTERM:  # the terminal's Ctrl-C: give them time to stop on their own
+        for p in procs:
+            p.join(timeout=STOP_GRACE_SECONDS)
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGINT)
+    for p in procs:
+        p.join(timeout=STOP_GRACE_SECONDS)
+        if p.is_alive():  # stuck past the store calls' own deadline: its trial is recovered as a dead worker's
+            p.kill()
+            p.join()
 
 
 def trials_left(study: optuna.Study, target_trials: int) -> int:

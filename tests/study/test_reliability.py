@@ -36,10 +36,11 @@ ERROR_PREFIX = "gan-study: error:"
 # -- kill -9 mid-trial, then the same command ----------------------------------------------------
 def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, after_complete: int,
                     sig: signal.Signals = signal.SIGKILL, min_running: int = 1,
-                    under_way: str = "mlflow_run_id") -> tuple[list[int], int]:
+                    under_way: str = "mlflow_run_id", group: bool = True) -> tuple[list[int], int]:
     """Start ``command``; once ``after_complete`` trials are COMPLETE and ``min_running`` more are
     under way (they carry the user attribute ``under_way``: by default their MLflow run exists),
-    send ``sig`` to the process. Returns the numbers of the trials it ran then and the process's
+    send ``sig`` to the process (its process group, as a terminal does; with ``group=False`` to
+    it alone, as ``kill PID`` does). Returns the numbers of the trials it ran then and the process's
     exit code.
 
     The deadlines are generous (a busy machine slows everything several times); callers ask for
@@ -59,7 +60,7 @@ def _kill_mid_trial(command: list[str], cwd: Path, workdir: Path, name: str, aft
                 done = sum(t.state.name == "COMPLETE" for t in trials)
                 running = [t for t in trials if t.state.name == "RUNNING" and under_way in t.user_attrs]
                 if done >= after_complete and len(running) >= min_running:
-                    os.killpg(proc.pid, sig)
+                    os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
                     try:
                         return [t.number for t in running], proc.wait(timeout=300)
                     except subprocess.TimeoutExpired:  # stuck: its threads' stacks (the CLI's SIGUSR1), then fail
@@ -138,6 +139,24 @@ def test_sigterm_marks_the_running_trial_failed_in_both_stores_at_once(tmp_path,
     assert trial.state.name == "FAIL" and trial.user_attrs["reason"].startswith("interrupted")
     client, runs = mlflow_runs(workdir, "stopped")
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow  # two spawned workers
+def test_sigterm_to_the_parent_alone_stops_its_workers_and_marks_their_trials_failed(tmp_path, evaluator):
+    """``kill PID`` (a scheduler's stop) reaches the parent only: it passes the stop on, so no
+    worker trains on, and each running trial is recorded as interrupted in both stores."""
+    spec = write_spec(tmp_path, name="parent", trials=2, population=1, budget={"steps": 3000},  # long enough to be stopped
+                      evaluation={"every": 1000, "samples": 500, "final_samples": 500})
+    workdir = tmp_path / "gan-study-runs"
+    running, code = _kill_mid_trial(["run", str(spec), "--jobs", "2", "--quiet"], tmp_path, workdir, "parent", after_complete=0,
+                                    sig=signal.SIGTERM, min_running=2, group=False)
+    assert code == 130
+    study = journal_study(workdir, "parent")
+    for number in running:
+        trial = study.trials[number]
+        assert trial.state.name == "FAIL" and trial.user_attrs["reason"].startswith("interrupted"), trial.user_attrs
+    client, runs = mlflow_runs(workdir, "parent")
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
 
 
