@@ -139,8 +139,8 @@ def test_bad_spec_input_is_one_line_and_exit_2(site, content, message):
 def test_factors_of_a_spec_without_that_factor_are_refused(site):
     message = refused(site, "run", "seeds", "--workdir", "wd", "--factors", "lr,learning_rate")
     assert message == ("gan-study: error: only_factors: 'learning_rate' is not a factor of the sweep; factors: lr, optimizer, "
-                       "batch_size, spectral_norm, steps_ratio, d_dropout, self_attention, real_label, label_flip, dcgan_lr, "
-                       "dcgan_beta1, dcgan_label_flip")
+                       "batch_size, spectral_norm, steps_ratio, d_dropout, self_attention, real_label, label_flip, "
+                       "classic_dcgan")
 
 
 def test_report_refuses_a_symlink_planted_in_the_work_folder(site):

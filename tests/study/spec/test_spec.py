@@ -76,7 +76,7 @@ def test_a_factor_with_a_baseline_of_its_own_is_compared_within_itself():
     # A budget of its own (batch_size), or a setting all values share (arch: dcgan, the
     # classic-dcgan preset); steps_ratio's 5:1 and 5:5 share d_steps=5 but its 1:1 is the
     # baseline, so it is compared with the baseline.
-    assert own == {"batch_size", "self_attention", "dcgan_lr", "dcgan_beta1", "dcgan_label_flip"}
+    assert own == {"batch_size", "self_attention", "classic_dcgan"}
     claim = {"id": "x", "source": "s", "claim": "c", "factor": "self_attention", "compare": ["on", "baseline"],
              "quantity": "fd", "relation": "<"}
     with pytest.raises(SpecError, match=r"claims\[0\] \(x\): self_attention.*'baseline'"):
