@@ -320,7 +320,8 @@ def parse_spec(raw: Any, where: str = "spec") -> StudySpec:
 
 
 def _only_factors(spec: StudySpec, names: Any) -> StudySpec:
-    """The sweep cut to the baseline and the points of ``names`` (CLI ``--factors``)."""
+    """The sweep cut to the points of ``names`` (CLI ``--factors``), and the common baseline where
+    one of them is compared with it."""
     if not spec.sweep:
         raise SpecError("only_factors (--factors) selects factors of a sweep, and this spec has no sweep")
     factors = list(dict.fromkeys(p.factor for p in spec.sweep if p.factor != "baseline"))
@@ -329,7 +330,9 @@ def _only_factors(spec: StudySpec, names: Any) -> StudySpec:
     unknown = [n for n in names if n not in factors]
     if unknown:
         raise SpecError(f"only_factors: {unknown[0]!r} is not a factor of the sweep; factors: {', '.join(factors)}")
-    sweep = tuple(p for p in spec.sweep if p.factor == "baseline" or p.factor in names)
+    # The common baseline is the reference of the factors without a baseline of their own only.
+    with_baseline = any(p.factor in names and not p.own_baseline for p in spec.sweep)
+    sweep = tuple(p for p in spec.sweep if p.factor in names or (p.factor == "baseline" and with_baseline))
     return _replace(spec, sweep=sweep, trials=min(spec.trials, len(sweep)))
 
 

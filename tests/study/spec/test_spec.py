@@ -90,6 +90,10 @@ def test_only_some_factors_run_and_the_claims_on_the_others_are_kept():
     assert cpu.trials == len(cpu.sweep) == cpu.grid_size()
     assert cpu.claims == spec.claims  # judged as not run in the report, never dropped
     assert cpu.source["only_factors"] == ["lr", "batch_size"]
+    # Factors compared within themselves do not train the common baseline they never use.
+    dcgan = spec.with_factors(["self_attention", "classic_dcgan"])
+    assert {p.factor for p in dcgan.sweep} == {"self_attention", "classic_dcgan"}
+    assert dcgan.trials == 6
     with pytest.raises(SpecError, match=r"only_factors: 'lrr' is not a factor of the sweep; factors: lr, optimizer"):
         spec.with_factors(["lrr"])
     with pytest.raises(SpecError, match="this spec has no sweep"):
