@@ -54,7 +54,7 @@ from study.storage import record
 from study.storage.compat import heartbeat
 from study.trials.recovery import reconcile, worker_identity
 from study.storage.runs import RunEnd, end_run, log_metrics, run_name, start_run
-from study.storage.tracking import Stores
+from study.storage.tracking import Stores, mlflow_settings
 from mlflow.entities import Param
 
 from .servers import MlflowServer, PostgresServer, free_port, pg_bindir
@@ -300,7 +300,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # MLflow's "View run" line per run ended on a server
+    mlflow_settings()  # the CLI's: no telemetry thread racing the store calls, no "View run" lines
     print(f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at start): with more workers than cores the "
           "figures measure contention for the cores as much as the stores.", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="gan-study-scale-"))

@@ -60,26 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    import logging
+    from .storage.tracking import mlflow_settings
 
-    # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.
-    # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # MLflow prints "View run ... at: URL" to stdout whenever a run on a server ends; the CLI's
-    # output is its own (and workers end many runs).
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # sample/registry downloads: no bars
-    # MLflow 3.17's telemetry sets and unsets an environment variable from a background thread
-    # while store calls read the environment: 2 of 635 trials in the storage-scale benchmark
-    # failed on KeyError('_MLFLOW_TELEMETRY_SESSION_ID'). A study's store calls must not race.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
-    # each call on top, a worker rides out a tracking-server restart of about a minute and gives
-    # up on a dead server in a few minutes rather than an hour. (Spawned workers inherit these.)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    mlflow_settings()
     from .trials.progress import configure
 
     configure(quiet=getattr(args, "quiet", False))  # steps and progress as lines on stderr (study.trials.progress)

@@ -36,6 +36,29 @@ how long without a sign of life before another worker fails the trial (RDB stora
 DEFAULT_HEARTBEAT = (30, 90)
 
 
+def mlflow_settings() -> None:
+    """MLflow's settings for gan-study's processes, as environment defaults (a user's own value
+    wins; spawned workers inherit them). Call it before MLflow is imported."""
+    # MLflow announces its schema migrations at INFO; the CLI prints only what the user asked for.
+    # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow prints "View run ... at: URL" to stdout whenever a run on a server ends; the CLI's
+    # output is its own (and workers end many runs).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # sample/registry downloads: no bars
+    # MLflow 3.17's telemetry sets and unsets an environment variable from a background thread
+    # while store calls read the environment: 2 of 635 trials in the storage-scale benchmark
+    # failed on KeyError('_MLFLOW_TELEMETRY_SESSION_ID'). A study's store calls must not race.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's HTTP client retries 7 times with doubling back-off (minutes); with retry() around
+    # each call on top, a worker rides out a tracking-server restart of about a minute and gives
+    # up on a dead server in a few minutes rather than an hour. (Spawned workers inherit these.)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def heartbeat_setting(value: str | None = None) -> tuple[int, int]:
     """``$GAN_STUDY_HEARTBEAT`` ('30,90', or '30' for a grace of 3 intervals) -> (interval, grace)."""
     value = os.environ.get(HEARTBEAT_ENV) if value is None else value

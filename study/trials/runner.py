@@ -301,16 +301,22 @@ def _stop_workers(procs: list) -> None:
     trials while this process waited for them. Each stray gets one SIGINT: a second one could cut
     the failure record of a worker that is already stopping."""
     if last_signal() != signal.SIGTERM:  # the terminal's Ctrl-C: give them time to stop on their own
-        for p in procs:
-            p.join(timeout=STOP_GRACE_SECONDS)
+        _join_all(procs, STOP_GRACE_SECONDS)
     for p in procs:
         if p.is_alive():
             os.kill(p.pid, signal.SIGINT)
+    _join_all(procs, STOP_GRACE_SECONDS)
     for p in procs:
-        p.join(timeout=STOP_GRACE_SECONDS)
         if p.is_alive():  # stuck past the store calls' own deadline: its trial is recovered as a dead worker's
             p.kill()
             p.join()
+
+
+def _join_all(procs: list, seconds: float) -> None:
+    """Wait for the workers together: one grace period for all, not one per worker."""
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def trials_left(study: optuna.Study, target_trials: int) -> int:
