@@ -18,11 +18,12 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .inference import ALPHA, VerdictKind, compare, compare_binary, decide, holm
 from .verdicts import TESTED, Judgement, Verdict
 
-__all__ = ["COLUMNS", "recompute", "rows_of", "write_claims_csv"]
+__all__ = ["COLUMNS", "holm_verdicts", "judge_rows", "read_rows", "recompute", "rows_of", "write_claims_csv"]
 
 COLUMNS = ["claim", "kind", "factor", "quantity", "relation", "claim_value", "tolerance", "compare", "min_points",
            "req_modes", "req_kl_uniform", "req_levels", "req_after", "req_after_unit", "budget", "budget_unit", "headline",
@@ -80,30 +81,43 @@ def _f(text: str) -> float:
     return float(text) if text not in ("", None) else math.nan
 
 
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def recompute(path_or_rows: Path | list[dict[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
     """(claim, budget) -> (verdict, Holm verdict on headline rows else '') from claims.csv."""
-    if isinstance(path_or_rows, (str, Path)):
-        with open(path_or_rows, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        rows = path_or_rows
+    rows = read_rows(path_or_rows) if isinstance(path_or_rows, (str, Path)) else path_or_rows
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for r in rows:
         groups.setdefault((r["claim"], r["budget"]), []).append(r)
     out: dict[tuple[str, str], tuple[str, str]] = {}
-    headline: list[tuple[tuple[str, str], str, float, float]] = []
+    headline: dict[tuple[str, str], tuple[VerdictKind, float, float]] = {}
     for key, rs in groups.items():
-        verdict, p_s, p_c = _verdict(rs)
+        verdict, p_s, p_c = judge_rows(rs)
         out[key] = (verdict, "")
-        if rs[0]["headline"] == "1" and verdict in TESTED and math.isfinite(min(p_s, p_c)):
-            headline.append((key, verdict, p_s, p_c))
-    for (key, verdict, p_s, p_c), adj in zip(headline, holm([min(p_s, p_c) for _, _, p_s, p_c in headline])):
-        side = VerdictKind.SUPPORTED if p_s <= p_c else VerdictKind.CONTRADICTED
-        out[key] = (verdict, side if adj < ALPHA and verdict == side else VerdictKind.INCONCLUSIVE)
+        if rs[0]["headline"] == "1":
+            headline[key] = (verdict, p_s, p_c)
+    for key, adjusted in holm_verdicts(headline).items():
+        out[key] = (out[key][0], adjusted)
     return out
 
 
-def _verdict(rs: list[dict[str, str]]) -> tuple[VerdictKind, float, float]:
+def holm_verdicts(family: dict[Any, tuple[VerdictKind, float, float]]) -> dict[Any, VerdictKind]:
+    """Holm-adjusted verdicts of a family of (verdict, p of support, p of contradiction); only
+    tested verdicts with p-values take part. A raw verdict stands where its adjusted p < ALPHA."""
+    tested = {k: v for k, v in family.items() if v[0] in TESTED and math.isfinite(min(v[1], v[2]))}
+    out = {}
+    for (key, (verdict, p_s, p_c)), adj in zip(tested.items(), holm([min(p_s, p_c) for _, p_s, p_c in tested.values()])):
+        side = VerdictKind.SUPPORTED if p_s <= p_c else VerdictKind.CONTRADICTED
+        out[key] = side if adj < ALPHA and verdict == side else VerdictKind.INCONCLUSIVE
+    return out
+
+
+def judge_rows(rs: list[dict[str, str]]) -> tuple[VerdictKind, float, float]:
+    """One claim's verdict at one budget from its rows, with the p-values of support and of
+    contradiction (NaN where no test ran)."""
     first = rs[0]
     if not any(r["level"] for r in rs):  # no runs to read: not run, or no shared budget
         return VerdictKind(first["verdict"]), math.nan, math.nan
@@ -149,3 +163,4 @@ def _verdict(rs: list[dict[str, str]]) -> tuple[VerdictKind, float, float]:
     c = one(None if len(compared) == 1 else compared[1], relation)
     p_s, p_c = (c.p_support, c.p_contra) if c is not None else (1.0, 1.0)
     return decide(p_s, p_c), p_s, p_c
+
