@@ -47,8 +47,8 @@ def summary(paths: Sequence[str | Path]) -> list[dict[str, str]]:
     entries, family = [], {}
     for claim, (report, rows) in chosen.items():
         at = lambda b: [r for r in rows if r["budget"] == b]  # noqa: E731
-        head = next(r["budget"] for r in rows if r["headline"] == "1")
         last = max({r["budget"] for r in rows}, key=_budget_key)
+        head = next((r["budget"] for r in rows if r["headline"] == "1"), last)
         verdict, p_s, p_c = judge_rows(at(head))
         family[claim] = (verdict, p_s, p_c)
         entries.append({"claim": claim, "kind": rows[0]["kind"], "report": report,
