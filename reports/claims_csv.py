@@ -163,4 +163,3 @@ def judge_rows(rs: list[dict[str, str]]) -> tuple[VerdictKind, float, float]:
     c = one(None if len(compared) == 1 else compared[1], relation)
     p_s, p_c = (c.p_support, c.p_contra) if c is not None else (1.0, 1.0)
     return decide(p_s, p_c), p_s, p_c
-
